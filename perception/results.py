@@ -1,0 +1,105 @@
+"""The result of perceiving one frame; these pydantic models are also the API schema.
+
+Masks stay numpy arrays at the segmentation model's resolution inside `FrameResult` (cheap to
+produce); they are resized to frame size or encoded (PNG base64, run-length) only when a caller
+asks, with `drivable_at_frame_size()` or `encode_masks()`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Detection(BaseModel):
+    class_id: int = Field(description="Class index in the model's class list (COCO-80 for the zoo detectors)")
+    label: str = Field(description="Class name")
+    score: float = Field(ge=0.0, le=1.0)
+    box: tuple[float, float, float, float] = Field(
+        description="x1, y1, x2, y2 in original frame pixels")
+    category: str | None = Field(
+        default=None,
+        description="Road-user view: car, truck, bus, motorcycle, bicycle, person, "
+                    "traffic_light, stop_sign; null for other classes")
+
+
+class EncodedMask(BaseModel):
+    """A binary mask at frame size: PNG (uint8 0/255) base64, or row-major run-lengths."""
+
+    encoding: Literal["png", "rle"]
+    width: int
+    height: int
+    data: str | None = Field(default=None, description="PNG bytes, base64 (encoding=png)")
+    counts: list[int] | None = Field(
+        default=None,
+        description="Alternating run lengths over the row-major flattened mask, starting "
+                    "with a run of 0s (encoding=rle)")
+
+
+class Masks(BaseModel):
+    drivable: EncodedMask | None = None
+    lanes: EncodedMask | None = None
+
+
+class FrameResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    frame_index: int
+    source: str
+    timestamp: float
+    width: int
+    height: int
+    detections: list[Detection] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="Milliseconds per stage (preprocess, inference, decode...)")
+    models: list[str] = Field(default_factory=list)
+    masks: Masks | None = None
+    # Runtime-only: uint8 0/1 masks at the segmentation model's resolution.
+    drivable: np.ndarray | None = Field(default=None, exclude=True)
+    lanes: np.ndarray | None = Field(default=None, exclude=True)
+
+    def mask_at_frame_size(self, which: Literal["drivable", "lanes"]) -> np.ndarray | None:
+        """uint8 0/1 mask resized (nearest) to the frame's width and height."""
+        mask = getattr(self, which)
+        if mask is None:
+            return None
+        if mask.shape[:2] == (self.height, self.width):
+            return mask
+        return cv2.resize(mask, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+
+    def encode_masks(self, encoding: Literal["png", "rle"] = "png") -> Masks:
+        return Masks(drivable=self._encode("drivable", encoding),
+                     lanes=self._encode("lanes", encoding))
+
+    def _encode(self, which: Literal["drivable", "lanes"], encoding: str) -> EncodedMask | None:
+        mask = self.mask_at_frame_size(which)
+        if mask is None:
+            return None
+        if encoding == "png":
+            ok, png = cv2.imencode(".png", mask * 255)
+            assert ok
+            return EncodedMask(encoding="png", width=self.width, height=self.height,
+                               data=base64.b64encode(png.tobytes()).decode("ascii"))
+        return EncodedMask(encoding="rle", width=self.width, height=self.height,
+                           counts=run_lengths(mask))
+
+
+def run_lengths(mask: np.ndarray) -> list[int]:
+    """Run lengths of a binary mask, row-major, starting with the count of leading zeros."""
+    flat = (mask.reshape(-1) > 0).astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0] == 1:
+        counts.insert(0, 0)
+    return counts
+
+
+def decode_run_lengths(counts: list[int], width: int, height: int) -> np.ndarray:
+    values = np.zeros(len(counts), np.uint8)
+    values[1::2] = 1
+    return np.repeat(values, counts).reshape(height, width)
