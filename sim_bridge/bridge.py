@@ -29,8 +29,7 @@ from sim_bridge.geometry import intrinsics
 from sim_bridge.metrics import DrivingMetrics
 from sim_bridge.recording import SimRecorder, recording
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_bgr
-from sim_bridge.session import (SimError, SpawnedActors, connect, find_blueprint,
-                                synchronous_mode)
+from sim_bridge.session import SimError, SpawnedActors, connect, find_blueprint, synchronous_mode
 
 Perceive = Callable[[Frame], FrameResult]
 Driver = Callable[[FrameResult | None, float, float], Any]  # (result, speed m/s, now s) -> Plan
@@ -188,7 +187,7 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
                                                brake=control.brake))
     control_ms = (time.perf_counter() - start) * 1e3
     if result is not None:
-        if "plan" in FrameResult.model_fields:  # TODO(lead): drop the check once planning is on main
+        if "plan" in FrameResult.model_fields:  # TODO: drop once planning is on main
             result.plan = plan
         result.timings_ms["control"] = control_ms
     location = rig.ego.get_location()
