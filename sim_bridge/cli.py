@@ -16,7 +16,7 @@ import carla
 
 from perception.errors import PerceptionError
 from sim_bridge.bridge import Rig, SimConfig, run
-from sim_bridge.driving import planner_driver
+from sim_bridge.driving import car_geometry, planner_driver
 from sim_bridge.ground_truth import GroundTruthPerceiver
 from sim_bridge.metrics import format_table
 from sim_bridge.sensors import CameraSpec
@@ -24,7 +24,7 @@ from sim_bridge.sensors import CameraSpec
 FAKE_SCENARIOS = {
     "straight": {},
     "curve": {"curvature": 1 / 150},
-    "stopped-car": {"stopped_car_s": 60.0},
+    "stopped-car": {"stopped_car_s": 60.0, "lanes": 1},
 }
 
 
@@ -71,6 +71,8 @@ def config_from(args: argparse.Namespace) -> SimConfig:
         raise PerceptionError(f"--traffic {args.traffic}: must be >= 0")
     if args.out is not None and args.out.suffix != ".mcap":
         raise PerceptionError(f"--out {args.out}: must end in .mcap")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise PerceptionError(f"--out {args.out}: folder {args.out.parent} does not exist")
     return SimConfig(host=args.host, port=args.port, town=args.town,
                      camera=CameraSpec.parse(args.camera), ticks=args.ticks,
                      fixed_delta_s=args.delta, connect_timeout_s=args.timeout,
@@ -106,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
         def make_perceive(rig: Rig):
             return GroundTruthPerceiver(rig.world, rig.camera)
     try:
-        summary = run(config, make_perceive, lambda rig: planner_driver(config.camera),
+        summary = run(config, make_perceive,
+                      lambda rig: planner_driver(config.camera, car_geometry(rig.ego)),
                       client_factory)
     finally:
         if server is not None:

@@ -59,6 +59,7 @@ class Scenario:
     curvature: float = 0.0  # 1/m; > 0 turns right (CARLA's y points right)
     length_m: float = 400.0
     lane_width_m: float = 3.5
+    lanes: int = 2  # the ego lane, and with 2 a second lane to its left (same direction)
     stopped_car_s: float | None = None  # a parked car in the ego lane this far along the road
     stopped_car_lateral_m: float = 0.0
     shuffle_callbacks: bool = False  # deliver each tick's sensor data in random order
@@ -72,8 +73,15 @@ class Scenario:
     def markings(self) -> list[tuple[float, carla.LaneMarkingType]]:
         """Lane lines as (lateral offset to the right of the ego lane centre, type)."""
         w = self.lane_width_m
+        if self.lanes == 1:
+            return [(w / 2, carla.LaneMarkingType.Solid), (-w / 2, carla.LaneMarkingType.Solid)]
         return [(w / 2, carla.LaneMarkingType.Solid), (-w / 2, carla.LaneMarkingType.Broken),
                 (-1.5 * w, carla.LaneMarkingType.Solid)]
+
+    @property
+    def left_edge(self) -> float:
+        """Lateral offset of the leftmost lane line."""
+        return self.lane_width_m / 2 - self.lanes * self.lane_width_m
 
     def frenet(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distance along the road and lateral offset (right positive) of world points."""
@@ -102,7 +110,8 @@ class Scenario:
         """Semantic tag of ground points: road, lane line or terrain."""
         s, lateral = self.frenet(x, y)
         w = self.lane_width_m
-        on_road = (lateral > -1.5 * w - ROAD_SHOULDER_M) & (lateral < w / 2 + ROAD_SHOULDER_M)
+        on_road = ((lateral > self.left_edge - ROAD_SHOULDER_M)
+                   & (lateral < w / 2 + ROAD_SHOULDER_M))
         on_road &= (s > -20.0) & (s < self.length_m)
         line = np.zeros_like(on_road)
         for offset, kind in self.markings:
@@ -376,8 +385,8 @@ class FakeActor:
         return True
 
 
-WHEELBASE_M = 2.9
-MAX_STEER_DEG = 40.0
+WHEELBASE_M = 2.9  # axles at +-1.45 m from the car's centre
+MAX_STEER_DEG = 70.0  # road-wheel angle at steer = 1, as CARLA's cars commonly have
 ACCEL_MPS2, BRAKE_MPS2 = 4.0, 8.0
 
 
@@ -400,6 +409,19 @@ class FakeVehicle(FakeActor):
 
     def get_control(self) -> carla.VehicleControl:
         return self._control
+
+    def get_physics_control(self) -> carla.VehiclePhysicsControl:
+        """Wheels front-left, front-right, rear-left, rear-right; positions in world cm."""
+        pose = self._transform
+        wheels = []
+        for x, y, steer in ((1, -1, MAX_STEER_DEG), (1, 1, MAX_STEER_DEG), (-1, -1, 0.0),
+                            (-1, 1, 0.0)):
+            local = carla.Location(x=x * WHEELBASE_M / 2, y=y * 0.8, z=0.35)
+            world = pose.transform(local)
+            wheels.append(carla.WheelPhysicsControl(
+                max_steer_angle=steer, radius=35.0,
+                position=carla.Vector3D(x=world.x * 100, y=world.y * 100, z=world.z * 100)))
+        return carla.VehiclePhysicsControl(wheels=wheels)
 
     def get_velocity(self) -> carla.Vector3D:
         yaw = math.radians(self._transform.rotation.yaw)
@@ -615,7 +637,7 @@ class FakeMap:
     def get_spawn_points(self) -> list[carla.Transform]:
         points = []
         for s in np.arange(0.0, self._scenario.length_m - 50.0, 25.0):
-            for lane_id in (-1, -2):
+            for lane_id in range(-1, -self._scenario.lanes - 1, -1):
                 x, y, yaw = self._scenario.pose(float(s), self._scenario.lane_centre(lane_id))
                 points.append(carla.Transform(carla.Location(x=x, y=y, z=0.3),
                                               carla.Rotation(yaw=yaw)))
@@ -628,7 +650,7 @@ class FakeMap:
         s, lateral = (float(v) for v in scenario.frenet(np.array(location.x),
                                                           np.array(location.y)))
         w = scenario.lane_width_m
-        on_lanes = -1.5 * w <= lateral <= w / 2 and 0.0 <= s <= scenario.length_m
+        on_lanes = scenario.left_edge <= lateral <= w / 2 and 0.0 <= s <= scenario.length_m
         if not on_lanes and not project_to_road:
             return None
         lane_id = -1 if lateral > -w / 2 else -2

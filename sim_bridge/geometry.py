@@ -21,8 +21,12 @@ def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
 
 
 def compose(parent: carla.Transform, local: carla.Transform) -> carla.Transform:
-    """World transform of something mounted at `local` on a parent that only yaws (flat road)."""
-    location = parent.transform(local.location)
+    """World transform of something mounted at `local` on a parent that only yaws (flat road).
+
+    `Transform.transform(point)` of the wheel transforms `point` in place, so it gets a copy.
+    """
+    local_location = carla.Location(x=local.location.x, y=local.location.y, z=local.location.z)
+    location = parent.transform(local_location)
     return carla.Transform(
         carla.Location(x=location.x, y=location.y, z=location.z),
         carla.Rotation(pitch=parent.rotation.pitch + local.rotation.pitch,

@@ -34,7 +34,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
-from perception.errors import PerceptionError
 from perception.frames import Frame
 from perception.results import FrameResult
 
@@ -114,8 +113,6 @@ def recording(path: str | Path | None) -> Iterator[SimRecorder | None]:
         yield None
         return
     path = Path(path)
-    if not path.parent.is_dir():
-        raise PerceptionError(f"--out {path}: folder {path.parent} does not exist")
     temp = path.with_name(path.name + ".partial")
     try:
         with open(temp, "wb") as file:
