@@ -27,7 +27,7 @@ import yaml
 from perception.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
-from sim_bridge.driving import planner_driver
+from sim_bridge.driving import CarGeometry, planner_driver
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 EARTH_RADIUS_M = 6378137.0
@@ -71,7 +71,9 @@ def to_vehicle_frame(points_en: np.ndarray, ego_en: np.ndarray, compass: float) 
 
 class PerceptionAgent(AutonomousAgent):
     def setup(self, path_to_conf_file: str) -> None:
-        """Config (optional YAML): `models: [yolox-nano, twinlitenet]`, `camera: 640x360,90`."""
+        """Config (optional YAML): `models: [yolox-nano, twinlitenet]`, `camera: 640x360,90`, and
+        the hero car's `wheelbase_m`, `max_steer_deg`, `rear_axle_behind_centre_m` (the agent
+        cannot read them from the simulator on the SENSORS track)."""
         if Track is not None:
             self.track = Track.SENSORS
         config = {}
@@ -85,7 +87,9 @@ class PerceptionAgent(AutonomousAgent):
 
         self.perceiver = Perceiver.from_names(list(config.get("models",
                                                               ["yolox-nano", "twinlitenet"])))
-        self.driver = planner_driver(self.camera)
+        car = CarGeometry(**{key: float(config[key]) for key in CarGeometry.__dataclass_fields__
+                             if key in config})
+        self.driver = planner_driver(self.camera, car)
         self.route_index = 0
         self.steps = 0
 
@@ -117,7 +121,7 @@ class PerceptionAgent(AutonomousAgent):
             if finished:
                 throttle, brake = 0.0, 1.0
             elif turning and plan.status != "safe_stop":
-                steer = pure_pursuit_steer(points, speed)
+                steer = pure_pursuit_steer(points, speed, self.driver.config.control)
         return carla.VehicleControl(throttle=float(throttle), steer=float(steer),
                                     brake=float(brake))
 
