@@ -105,8 +105,8 @@ class Perceiver:
         return self._collect(self._submit(frames))
 
     def stream(self, frames: Iterable[Frame], in_flight: int | None = None
-               ) -> Iterator[FrameResult]:
-        """Results for a stream of frames, in order, with up to `in_flight` frames at work.
+               ) -> Iterator[tuple[Frame, FrameResult]]:
+        """(frame, result) pairs for a stream of frames, in order, up to `in_flight` at work.
 
         Reading the next frame (video decoding) overlaps with the models working on the
         previous ones; its time is reported as the `read` stage.
@@ -122,9 +122,9 @@ class Perceiver:
                 break
             pending.append(self._submit([frame], [{"read": read_ms}]))
             while len(pending) >= in_flight or (pending and _done(pending[0])):
-                yield from self._collect(pending.popleft())
+                yield from self._pairs(pending.popleft())
         while pending:
-            yield from self._collect(pending.popleft())
+            yield from self._pairs(pending.popleft())
 
     def _submit(self, frames: list[Frame], timings_ms: list[dict[str, float]] | None = None
                 ) -> PendingFrames:
@@ -134,6 +134,9 @@ class Perceiver:
             jobs.append([self.pool.submit(model, chunk) for chunk in chunks])
         return PendingFrames(frames, jobs, time.perf_counter(),
                              timings_ms or [{} for _ in frames])
+
+    def _pairs(self, pending: PendingFrames) -> Iterator[tuple[Frame, FrameResult]]:
+        yield from zip(pending.frames, self._collect(pending), strict=True)
 
     def _collect(self, pending: PendingFrames) -> list[FrameResult]:
         results = [FrameResult(frame_index=f.index, source=f.source, timestamp=f.timestamp,
