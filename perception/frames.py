@@ -80,7 +80,8 @@ def video_frames(path: Path) -> Iterator[Frame]:
         raise SourceError(f"{path}: no such file")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise SourceError(f"{path}: not a readable video")
+        raise SourceError(f"{path}: cannot be read as a video (no frames, truncated or not a "
+                          "video)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     try:
         index = 0
