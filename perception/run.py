@@ -62,10 +62,11 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--models names no model")
     frames = open_source(args.source)
     total = count_frames(args.source)
-    perceiver = Perceiver([resolve(name, args.mirror) for name in names])
-    if args.save_masks and not any(m.spec.decoder in ("twinlitenet", "multitask")
-                                   for m in perceiver.models):
+    models = [resolve(name, args.mirror) for name in names]
+    if args.save_masks and not any(spec.task in ("segmentation", "multitask")
+                                   for spec, _ in models):
         raise PerceptionError("--save-masks needs a segmentation model in --models")
+    perceiver = Perceiver(models)
     timings: list[dict[str, float]] = []
     start = time.perf_counter()
     try:
