@@ -29,11 +29,11 @@ from perception.results import Detection, FrameResult
 
 @dataclass
 class ModelOutput:
-    """What one model contributed to a few frames: per-frame detections and/or masks."""
+    """What one model contributed to one frame: detections and/or masks, and stage timings."""
 
-    detections: list[list[Detection]] | None
-    drivable: list[np.ndarray] | None  # uint8 0/1 at model resolution, one per frame
-    lanes: list[np.ndarray] | None
+    detections: list[Detection] | None
+    drivable: np.ndarray | None  # uint8 0/1 at model resolution
+    lanes: np.ndarray | None
     timings_ms: dict[str, float]
 
 
@@ -49,25 +49,26 @@ class LoadedModel:
     def takes_batches(self) -> bool:
         return self.onnx.fixed_batch is None
 
-    def __call__(self, frames: list[Frame]) -> ModelOutput:
+    def __call__(self, frames: list[Frame]) -> list[ModelOutput]:
+        """One output per frame; the stage timings are those of the whole call."""
         name = self.spec.name
         t0 = time.perf_counter()
         batch, placements = preprocess([f.image for f in frames], self.spec.input)
         t1 = time.perf_counter()
         raw = self.onnx.run(batch)
         t2 = time.perf_counter()
-        detections = drivable = lanes = None
+        detections = drivable = lanes = [None] * len(frames)
         if self.spec.decoder == "twinlitenet":
             outputs = dict(zip(self.onnx.output_names, raw, strict=True))
-            drivable_batch, lanes_batch = decode_twinlitenet(outputs["da"], outputs["ll"])
-            drivable, lanes = list(drivable_batch), list(lanes_batch)
+            drivable, lanes = decode_twinlitenet(outputs["da"], outputs["ll"])
         else:
             sizes = [(f.width, f.height) for f in frames]
             detections = decode_detections(raw, self.spec, placements, sizes)
         t3 = time.perf_counter()
         timings = {f"{name}/preprocess": (t1 - t0) * 1e3, f"{name}/inference": (t2 - t1) * 1e3,
                    f"{name}/decode": (t3 - t2) * 1e3}
-        return ModelOutput(detections, drivable, lanes, timings)
+        return [ModelOutput(*parts, timings)
+                for parts in zip(detections, drivable, lanes, strict=True)]
 
 
 @dataclass
@@ -75,7 +76,7 @@ class PendingFrames:
     """Frames submitted together, with each model's jobs (one per chunk of frames)."""
 
     frames: list[Frame]
-    jobs: list[list[Future[ModelOutput]]]  # per model, per chunk, in frame order
+    jobs: list[list[Future[list[ModelOutput]]]]  # per model, per chunk, in frame order
     start: float
     timings_ms: list[dict[str, float]]  # stages measured before submission (e.g. read)
 
@@ -144,20 +145,13 @@ class Perceiver:
                                timings_ms=dict(timings))
                    for f, timings in zip(pending.frames, pending.timings_ms, strict=True)]
         for model_jobs in pending.jobs:
-            position = 0
-            for job in model_jobs:
-                output = job.result()
-                per_frame = output.detections if output.detections is not None else output.drivable
-                count = len(per_frame or [])
-                for offset in range(count):
-                    result = results[position + offset]
-                    if output.detections is not None:
-                        result.detections.extend(output.detections[offset])
-                    if output.drivable is not None:
-                        result.drivable = output.drivable[offset]
-                        result.lanes = output.lanes[offset]
-                    result.timings_ms.update(output.timings_ms)
-                position += count
+            outputs = [output for job in model_jobs for output in job.result()]
+            for result, output in zip(results, outputs, strict=True):
+                if output.detections is not None:
+                    result.detections.extend(output.detections)
+                if output.drivable is not None:
+                    result.drivable, result.lanes = output.drivable, output.lanes
+                result.timings_ms.update(output.timings_ms)
         total_ms = (time.perf_counter() - pending.start) * 1e3
         for result in results:
             result.detections.sort(key=lambda d: -d.score)
