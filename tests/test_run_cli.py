@@ -150,3 +150,25 @@ def test_failure_midway_leaves_no_partial_file(two_images: Path, tmp_path: Path,
     assert code == 2
     assert "c.jpg could not be decoded" in capsys.readouterr().err
     assert files_under(out) == []  # neither the JSONL nor the video, nor a temp file
+
+
+def test_overlay_draws_masks_and_boxes() -> None:
+    from perception.overlay import DRIVABLE_COLOUR, LANE_COLOUR, draw_result
+    from perception.results import Detection, FrameResult
+
+    image = np.full((90, 160, 3), 100, np.uint8)
+    drivable = np.zeros((36, 64), np.uint8)
+    drivable[18:] = 1  # lower half at model resolution
+    lanes = np.zeros((36, 64), np.uint8)
+    lanes[:, 32] = 1
+    result = FrameResult(frame_index=0, source="x", timestamp=0.0, width=160, height=90,
+                         detections=[Detection(class_id=2, label="car", score=0.9,
+                                               box=(10, 10, 60, 40), category="car")],
+                         drivable=drivable, lanes=lanes)
+    drawn = draw_result(image, result)
+    assert drawn.shape == image.shape and (image == 100).all()  # the frame is not touched
+    assert tuple(drawn[5, 150]) == (100, 100, 100)  # outside every mask and box
+    blended = (100 * 0.65 + np.array(DRIVABLE_COLOUR) * 0.35).astype(np.uint8)
+    assert tuple(drawn[80, 150]) == tuple(blended)
+    assert tuple(drawn[80, 81]) == LANE_COLOUR
+    assert tuple(drawn[25, 10]) != (100, 100, 100)  # the box's left edge
