@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,6 @@ def test_fake_image_has_carlas_layout() -> None:
         for _ in range(200):
             if images:
                 break
-            import time
             time.sleep(0.01)
         image = images[0]
         assert (image.frame, image.width, image.height, image.fov) == (frame, 64, 32, 90.0)
@@ -133,3 +133,16 @@ def test_fake_image_has_carlas_layout() -> None:
         assert isinstance(image.transform, carla.Transform)
     finally:
         server.stop()
+
+
+def test_compose_leaves_the_mount_alone() -> None:
+    """The wheel's `Transform.transform(point)` overwrites `point`; compose must not let it."""
+    from sim_bridge.geometry import compose
+
+    mount = carla.Transform(carla.Location(x=0.8, z=1.5), carla.Rotation(pitch=-5.0))
+    car = carla.Transform(carla.Location(x=10.0, y=5.0), carla.Rotation(yaw=90.0))
+    camera = compose(car, mount)
+    assert (mount.location.x, mount.location.y, mount.location.z) == pytest.approx((0.8, 0, 1.5))
+    assert (camera.location.x, camera.location.y, camera.location.z) == pytest.approx(
+        (10.0, 5.8, 1.5), abs=1e-5)
+    assert (camera.rotation.pitch, camera.rotation.yaw) == pytest.approx((-5.0, 90.0))
