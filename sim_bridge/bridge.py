@@ -144,6 +144,8 @@ def spawn_traffic(world: Any, actors: SpawnedActors, traffic_manager: Any, count
     blueprints = [b for b in library.filter("vehicle.*")
                   if not b.has_attribute("number_of_wheels")
                   or b.get_attribute("number_of_wheels").as_int() == 4]
+    if not blueprints:
+        raise SimError("--traffic: this server's library has no four-wheeled vehicle")
     spawned = 0
     for index, point in enumerate(world.get_map().get_spawn_points()):
         if spawned >= count:
