@@ -79,6 +79,7 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
         if traffic_manager is not None:
             spawn_traffic(world, actors, traffic_manager, config.traffic, config.spawn_point)
         perceive, driver = make_perceive(rig), make_driver(rig)
+        tick(world, 0)  # one tick for the new sensors to start streaming
         try:
             for _ in range(config.ticks):
                 step(rig, perceive, driver, config, recorder)
@@ -159,14 +160,19 @@ def spawn_traffic(world: Any, actors: SpawnedActors, traffic_manager: Any, count
     return spawned
 
 
+def tick(world: Any, ticks_done: int) -> int:
+    """Advance the world one step; the new frame number."""
+    try:
+        return world.tick()
+    except RuntimeError as error:
+        raise SimError(f"the simulator stopped answering after {ticks_done} ticks: "
+                       f"{error}") from None
+
+
 def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
          recorder: SimRecorder | None) -> Any:
     """One tick of the loop; returns the plan."""
-    try:
-        frame_id = rig.world.tick()
-    except RuntimeError as error:
-        raise SimError(f"the simulator stopped answering after {rig.metrics.ticks} ticks: "
-                       f"{error}") from None
+    frame_id = tick(rig.world, rig.metrics.ticks)
     now = rig.world.get_snapshot().timestamp.elapsed_seconds
     image = rig.camera_frames.take(frame_id, config.sensor_timeout_s)
     segmentation = (rig.segmentation_frames.take(frame_id, config.sensor_timeout_s)

@@ -9,7 +9,7 @@ Traffic Manager. The value types (`Transform`, `Location`, `Rotation`, `VehicleC
 `WorldSettings`, `BoundingBox`, `Timestamp`) are the real ones from the `carla` wheel.
 `tests/test_sim_fake_api.py` checks every public name here against the wheel's `libcarla.pyi`.
 
-The world is one road with two lanes (straight or a constant-curvature arc), optionally a
+The world is one road with one or two lanes (straight or a constant-curvature arc), optionally a
 stopped car; vehicles move with a kinematic bicycle model. Cameras render the road from the
 vehicle's pose (grey road, white lane lines, a box for each car): RGB as BGRA bytes, semantic
 segmentation with the CARLA tag in the red channel. Collision and lane-invasion sensors fire

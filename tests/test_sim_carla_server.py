@@ -41,7 +41,7 @@ def test_closed_loop_on_a_real_server_leaves_it_as_found(tmp_path) -> None:
                        route_m=100.0, traffic=5, out=tmp_path / "run.mcap")
     summary = run(config, lambda rig: GroundTruthPerceiver(rig.world, rig.camera),
                   lambda rig: planner_driver(camera, car_geometry(rig.ego)))
-    assert summary["ticks"] == 200 and summary["frames_missed"] == 0
+    assert summary["ticks"] == 200 and summary["frames_missed"] <= 1
     assert summary["distance_m"] > 5.0
     assert (tmp_path / "run.mcap").stat().st_size > 0
     assert world_state() == before

@@ -95,7 +95,7 @@ def test_stops_behind_a_stopped_car() -> None:
 
 
 def test_safe_stop_when_frames_stop_arriving() -> None:
-    scenario = fake_carla.Scenario(camera_stops_after=80)
+    scenario = fake_carla.Scenario(camera_stops_after=81)  # the warm-up tick and 80 more
     summary, trace = drive(scenario, ticks=160, sensor_timeout_s=0.05)
     assert all(t["frame"] for t in trace[:80]) and not any(t["frame"] for t in trace[80:])
     assert trace[79]["speed"] > 3.0 and trace[79]["status"] != "safe_stop"

@@ -178,8 +178,8 @@ def test_keyboard_interrupt_ends_the_run_cleanly_and_keeps_the_recording(server,
 
 
 def test_server_dying_mid_run_is_one_clear_error(server) -> None:
-    server.scenario.fail_tick_after = 4
+    server.scenario.fail_tick_after = 4  # the warm-up tick and 3 of the loop
     before = snapshot(server)
-    with pytest.raises(SimError, match="the simulator stopped answering after 4 ticks"):
+    with pytest.raises(SimError, match="the simulator stopped answering after 3 ticks"):
         run(config_for(server), passthrough, lambda rig: cruise, fake_carla.FakeClient)
     assert_left_as_found(server, before)
