@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -68,22 +69,30 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--save-masks needs a segmentation model in --models")
     perceiver = Perceiver(models)
     timings: list[dict[str, float]] = []
+    interrupted = False
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
             outputs = Outputs(args, stack)
             bar = stack.enter_context(tqdm(total=total, unit="frame",
                                            disable=True if args.no_progress else None))
-            for frame, result in perceiver.stream(frames):
-                outputs.write(frame, result)
-                timings.append(result.timings_ms)
-                bar.update(1)
+            try:
+                for frame, result in perceiver.stream(frames):
+                    outputs.write(frame, result)
+                    timings.append(result.timings_ms)
+                    bar.update(1)
+            except KeyboardInterrupt:  # how a camera run ends: keep what was written
+                interrupted = True
     finally:
         perceiver.close()
     elapsed = time.perf_counter() - start
     counts = {"frames": len(timings), "seconds": elapsed,
               "frames/s": len(timings) / elapsed if elapsed else 0.0}
     print(summary_table(counts, stage_stats(timings)))
+    if interrupted:
+        print(f"perception: interrupted after {len(timings)} frames; outputs kept",
+              file=sys.stderr)
+        return 130
     return 0
 
 
