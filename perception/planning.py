@@ -1,0 +1,316 @@
+"""The planner: one frame's perception -> a path, a speed and the controls, or a safe stop.
+
+    plan_frame(result, camera, state, now, speed_mps) -> PlanOutput(plan, state, bev)
+
+1. Fail-safe first: no result, a result older than the deadline, or no drivable-area mask ->
+   `safe_stop` (empty path, brake ramping up smoothly). Never a guessed path.
+2. Bird's-eye view (bev.py) -> a cost grid: free cells (drivable, seen, away from obstacle
+   footprints grown by half the car's width and a margin), lane lines, clearance in metres.
+3. Candidate paths y(x) = d * q(x / L) + k * x^2 / 2: a smooth (quintic, zero slope and
+   curvature at both ends) move to lateral offset d over length L, on an arc of curvature k.
+   Each is scored on free length, staying between lane lines, centring (clearance), curvature
+   and closeness to the previous plan; the best one's free part becomes the waypoints.
+4. Speed: the least of cruise speed, the curvature limit, the time gap to an obstacle on the
+   path, being able to stop before the end of the free path, and a stop sign.
+5. Control (control.py): pure pursuit on the waypoints and a PID on the speed.
+
+All state carried between frames is in `PlannerState`, passed in and returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from perception.bev import BevGrid, BirdsEye, birdseye
+from perception.camera import CameraModel
+from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.results import Control, FrameResult, Plan, PlanObstacle
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    grid: BevGrid = BevGrid()
+    deadline_s: float = 0.5  # perception older than this is stale
+    cruise_speed_mps: float = 12.0
+    max_lateral_accel_mps2: float = 2.0
+    comfort_decel_mps2: float = 2.5
+    time_gap_s: float = 2.0
+    stop_gap_m: float = 3.0  # bumper to obstacle (or stop line) when stopped
+    front_m: float = 3.8  # rear axle (vehicle origin) to the front bumper
+    half_width_m: float = 0.95
+    margin_m: float = 0.3
+    hood_search_m: float = 8.0  # how far beyond the first seen row the road may start (hood)
+    min_free_m: float = 2.0  # less free road than this beyond the hood -> nothing ahead
+    goal_m: float = 30.0  # free length that counts as a full path
+    step_m: float = 0.5
+    offsets_m: tuple[float, ...] = tuple(np.round(np.arange(-3.6, 3.61, 0.2), 2))
+    curvatures: tuple[float, ...] = tuple(np.round(np.arange(-0.06, 0.0601, 0.004), 3))
+    transition_m: tuple[float, ...] = (8.0, 14.0, 20.0)
+    lane_halo_m: float = 0.2  # lane lines count this much wider on each side
+    centre_cap_m: float = 1.8  # clearance beyond this earns nothing more
+    w_length: float = 3.0
+    w_lane: float = 3.0
+    w_centre: float = 1.0
+    w_curvature: float = 10.0
+    w_consistency: float = 0.5
+    safe_stop_brake: float = 0.6
+    brake_rate_per_s: float = 2.0
+    stop_sign_wait_s: float = 2.0
+    control: ControlConfig = ControlConfig()
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """What the planner remembers between frames."""
+
+    previous: Plan | None = None
+    time: float | None = None  # `now` of the previous call
+    pid: PidState = PidState()
+    stopped_at_sign_since: float | None = None
+    sign_cleared: bool = False  # stopped long enough at the sign in view: may go
+
+
+@dataclass
+class PlanOutput:
+    plan: Plan
+    state: PlannerState
+    bev: BirdsEye | None  # the grid the plan was made on (for pictures); None on early stops
+
+
+@dataclass
+class CostGrid:
+    free: np.ndarray  # bool: drivable, seen, clear of obstacles
+    obstacle: np.ndarray  # bool: grown obstacle footprints
+    lane: np.ndarray  # bool: lane-line cells
+    clearance_m: np.ndarray  # float: distance to the nearest non-free or lane cell
+    start_x: float  # the road is taken as free up to here (under the hood / below the image)
+
+
+@dataclass
+class Candidate:
+    y: np.ndarray  # lateral offset at each sample x
+    free_length_m: float
+    blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
+    score: float = field(default=-math.inf)
+
+
+# --- fail-safe ---------------------------------------------------------------------------------
+
+def safe_stop(reasons: list[str], state: PlannerState, now: float, dt: float,
+              config: PlannerConfig, bev: BirdsEye | None = None) -> PlanOutput:
+    """Brake with a ramp up to `safe_stop_brake`, throttle off, steering eased to straight."""
+    previous = state.previous.control if state.previous else Control(steer=0, throttle=0, brake=0)
+    brake = min(config.safe_stop_brake, max(previous.brake, 0.1) + config.brake_rate_per_s * dt)
+    control = Control(steer=float(np.clip(previous.steer * 0.5, -1, 1)), throttle=0.0,
+                      brake=float(brake))
+    plan = Plan(status="safe_stop", reasons=reasons, waypoints=[], target_speed_mps=0.0,
+                control=control, obstacles=[] if bev is None else obstacles_of(bev))
+    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=PidState()), bev)
+
+
+def obstacles_of(bev: BirdsEye) -> list[PlanObstacle]:
+    return [PlanObstacle(x=round(o.x, 2), y=round(o.y, 2), width=round(o.width, 2), label=o.label)
+            for o in bev.obstacles]
+
+
+# --- cost grid and candidates ----------------------------------------------------------------
+
+def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
+    """The grid the candidates are scored on; None when no drivable road is seen ahead."""
+    g = bev.grid
+    r = g.metres_per_pixel
+    obstacle = np.zeros((g.rows, g.cols), np.uint8)
+    grow = config.half_width_m + config.margin_m
+    for ob in bev.obstacles:
+        corners = g.to_pixel(np.array([ob.x - config.margin_m, ob.x + ob.length + config.margin_m]),
+                             np.array([ob.y + ob.width / 2 + grow, ob.y - ob.width / 2 - grow]))
+        (u0, v1), (u1, v0) = np.floor(corners).astype(int)
+        cv2.rectangle(obstacle, (u0, v0), (u1, v1), 1, -1)
+    drivable = (bev.drivable > 0) & (bev.visible > 0)
+    lane = np.zeros_like(drivable)
+    if bev.lanes is not None:  # widen thin lines so 0.5 m path samples cannot step over them
+        size = 2 * int(round(config.lane_halo_m / r)) + 1
+        lane = cv2.dilate(bev.lanes, np.ones((size, size), np.uint8)) > 0
+    free = drivable & (obstacle == 0)
+    open_space = (free & ~lane).astype(np.uint8)
+    clearance = cv2.distanceTransform(open_space, cv2.DIST_L2, 5) * r
+
+    # Where does the road start? The first rows ahead of the car may be hidden by the hood or
+    # below the image: take the first seen row whose centre strip is mostly drivable.
+    centre_cols = np.abs(g.cell_centres()[1][0]) <= config.half_width_m
+    seen_rows = np.flatnonzero(bev.visible[:, centre_cols].any(axis=1))
+    if len(seen_rows) == 0:
+        return None
+    x_rows = g.x_max - (np.arange(g.rows) + 0.5) * r
+    near_x = x_rows[seen_rows.max()]
+    road_rows = np.flatnonzero((drivable[:, centre_cols].mean(axis=1) > 0.5)
+                               & (x_rows <= near_x + config.hood_search_m) & (x_rows >= near_x))
+    if len(road_rows) == 0:
+        return None
+    start_x = float(x_rows[road_rows.max()] + r / 2)  # far edge of that row
+    return CostGrid(free, obstacle > 0, lane, clearance, start_x)
+
+
+def candidate_offsets(xs: np.ndarray, config: PlannerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Lateral offsets (C, N) of every candidate at xs, and each one's peak curvature (C,)."""
+    d, k, length = (a.ravel()[:, None] for a in np.meshgrid(
+        np.array(config.offsets_m), np.array(config.curvatures), np.array(config.transition_m),
+        indexing="ij"))
+    s = np.clip(xs[None, :] / length, 0.0, 1.0)
+    q = s**3 * (10 - 15 * s + 6 * s**2)
+    q2 = (60 * s - 180 * s**2 + 120 * s**3) / length**2  # d2q/dx2
+    y = d * q + k * xs[None, :] ** 2 / 2
+    peak = np.abs(d * q2 + k).max(axis=1)
+    return y, peak
+
+
+def score_candidates(cost: CostGrid, bev: BirdsEye, previous: Plan | None,
+                     config: PlannerConfig) -> Candidate | None:
+    g = bev.grid
+    xs = np.arange(config.step_m, g.x_max, config.step_m)
+    ys, peak_curvature = candidate_offsets(xs, config)
+    rows, cols, inside = g.to_cell(np.broadcast_to(xs, ys.shape), ys)
+    assumed = xs[None, :] < cost.start_x
+    ok = assumed | (inside & cost.free[rows, cols])
+    blocked = ~ok
+    first_block = np.where(blocked.any(axis=1), blocked.argmax(axis=1), len(xs))
+    ds = np.hypot(config.step_m, np.diff(ys, axis=1, prepend=0.0))
+    arc = np.cumsum(ds, axis=1)
+    index = np.arange(len(xs))[None, :]
+    before = index < first_block[:, None]
+    free_length = np.where(first_block > 0,
+                           arc[np.arange(len(ys)), np.maximum(first_block - 1, 0)], 0.0)
+    free_beyond_hood = free_length - np.interp(cost.start_x, xs, arc[0])
+
+    judged = before & ~assumed
+    count = np.maximum(judged.sum(axis=1), 1)
+    lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
+    centring = (judged * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
+        axis=1) / count / config.centre_cap_m
+    score = (config.w_length * np.minimum(free_length, config.goal_m) / config.goal_m
+             - config.w_lane * np.minimum(lane_points / 3.0, 1.0)
+             + config.w_centre * centring
+             - config.w_curvature * peak_curvature)
+    if previous is not None and len(previous.waypoints) >= 2:
+        prev = np.asarray(previous.waypoints)
+        span = (xs >= max(prev[0, 0], cost.start_x)) & (xs <= min(prev[-1, 0], 25.0))
+        if span.any():
+            prev_y = np.interp(xs[span], prev[:, 0], prev[:, 1])
+            score -= config.w_consistency * np.abs(ys[:, span] - prev_y).mean(axis=1)
+    score = np.where(free_beyond_hood >= config.min_free_m, score, -np.inf)
+    best = int(np.argmax(score))
+    if not np.isfinite(score[best]):
+        return None
+    end = first_block[best]
+    blocked_by = None
+    if end < len(xs):
+        r, c = rows[best, end], cols[best, end]
+        if not inside[best, end] or not bev.visible[r, c]:
+            blocked_by = None  # the path leaves what the camera sees: not blocked, unknown
+        elif cost.obstacle[r, c]:
+            blocked_by = nearest_obstacle_label(bev, xs[end], ys[best, end])
+        else:
+            blocked_by = "edge"
+    return Candidate(ys[best, :end], float(free_length[best]), blocked_by, float(score[best]))
+
+
+def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
+    if not bev.obstacles:
+        return "obstacle"
+    return min(bev.obstacles, key=lambda o: math.hypot(o.x - x, o.y - y)).label
+
+
+# --- speed -----------------------------------------------------------------------------------
+
+def speed_profile(best: Candidate, xs: np.ndarray, bev: BirdsEye, state: PlannerState,
+                  config: PlannerConfig) -> tuple[float, list[str]]:
+    """Target speed now, and the reasons for going slower than cruise."""
+    limits: list[tuple[float, str]] = [(config.cruise_speed_mps, "")]
+    if len(best.y) >= 3:
+        curvature = np.abs(np.gradient(np.gradient(best.y, xs), xs))
+        peak = float(curvature[xs <= 30.0].max(initial=0.0))
+        if peak > 1e-4:
+            limits.append((math.sqrt(config.max_lateral_accel_mps2 / peak),
+                           f"curve (radius {1 / peak:.0f} m)"))
+    room = best.free_length_m - config.front_m
+    if best.blocked_by not in (None, "edge"):
+        gap = room - config.stop_gap_m
+        stop_speed = math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap))
+        limits.append((min(stop_speed, max(0.0, gap) / config.time_gap_s),
+                       f"{best.blocked_by} in path at {best.free_length_m:.1f} m"))
+    else:
+        ends = "path blocked" if best.blocked_by == "edge" else "free road seen"
+        gap = room - (config.stop_gap_m if best.blocked_by == "edge" else 0.0)
+        limits.append((math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap)),
+                       f"{ends} to {best.free_length_m:.1f} m"))
+    if bev.stop_sign_x is not None and not state.sign_cleared:
+        gap = bev.stop_sign_x - config.front_m - config.stop_gap_m
+        limits.append((math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap)),
+                       f"stop sign at {bev.stop_sign_x:.1f} m"))
+    target, _ = min(limits)
+    reasons = [why for limit, why in limits if why and limit < config.cruise_speed_mps - 0.5]
+    return float(target), reasons
+
+
+# --- the whole step --------------------------------------------------------------------------
+
+def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
+               speed_mps: float | None = None,
+               config: PlannerConfig = PlannerConfig()) -> PlanOutput:
+    """Plan for one perceived frame at time `now` (same clock as `result.timestamp`).
+
+    `speed_mps` is the car's measured speed; without one (a recorded video) the previous target
+    speed stands in for it.
+    """
+    dt = 0.05 if state.time is None else float(np.clip(now - state.time, 0.0, 1.0))
+    if speed_mps is None:
+        speed_mps = state.previous.target_speed_mps if state.previous else 0.0
+    if result is None:
+        return safe_stop(["no perception result"], state, now, dt, config)
+    age = now - result.timestamp
+    if age > config.deadline_s:
+        return safe_stop([f"perception is stale: {age:.2f} s old (deadline "
+                          f"{config.deadline_s:.2f} s)"], state, now, dt, config)
+    if result.drivable is None:
+        return safe_stop(["no drivable-area mask (is a segmentation model loaded?)"],
+                         state, now, dt, config)
+    bev = birdseye(result, camera, config.grid, near_x=config.front_m)
+    cost = cost_grid(bev, config)
+    best = None if cost is None else score_candidates(cost, bev, state.previous, config)
+    if best is None:
+        return safe_stop(["no drivable area ahead"], state, now, dt, config, bev)
+
+    reasons = [] if bev.lanes is not None else ["no lane mask: keeping to the drivable area"]
+    status = "ok" if bev.lanes is not None else "degraded"
+    xs = np.arange(config.step_m, config.grid.x_max, config.step_m)[:len(best.y)]
+    target, why_slow = speed_profile(best, xs, bev, state, config)
+    keep = (xs >= cost.start_x) & np.isclose(xs % 1.0, 0.0)  # every metre, from the seen road
+    waypoints = [(round(float(x), 2), round(float(y), 3))
+                 for x, y in zip(xs[keep], best.y[keep], strict=True)]
+
+    steer = pure_pursuit_steer(np.asarray(waypoints).reshape(-1, 2), speed_mps, config.control)
+    throttle, brake, pid = speed_pid(target, speed_mps, dt, state.pid, config.control)
+    plan = Plan(status=status, reasons=reasons + why_slow, waypoints=waypoints,
+                target_speed_mps=round(target, 3),
+                control=Control(steer=steer, throttle=throttle, brake=brake),
+                obstacles=obstacles_of(bev))
+    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=pid,
+                                    **stop_sign_memory(bev, state, speed_mps, now, config)), bev)
+
+
+def stop_sign_memory(bev: BirdsEye, state: PlannerState, speed: float, now: float,
+                     config: PlannerConfig) -> dict:
+    """Stop at a sign, wait `stop_sign_wait_s`, then go; forget once the sign is out of view."""
+    if bev.stop_sign_x is None:
+        return {"stopped_at_sign_since": None, "sign_cleared": False}
+    if state.sign_cleared:
+        return {}
+    if speed > 0.3:
+        return {"stopped_at_sign_since": None}
+    since = state.stopped_at_sign_since if state.stopped_at_sign_since is not None else now
+    return {"stopped_at_sign_since": since,
+            "sign_cleared": now - since >= config.stop_sign_wait_s}
