@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -52,9 +53,10 @@ class PlannerConfig:
     transition_m: tuple[float, ...] = (8.0, 14.0, 20.0)
     lane_halo_m: float = 0.2  # lane lines count this much wider on each side
     centre_cap_m: float = 1.8  # clearance beyond this earns nothing more
+    centre_decay_m: float = 10.0  # centring weighs a point by exp(-x / this)
     w_length: float = 3.0
     w_lane: float = 3.0
-    w_centre: float = 1.0
+    w_centre: float = 4.0
     w_curvature: float = 10.0
     w_consistency: float = 0.5
     safe_stop_brake: float = 0.6
@@ -155,8 +157,22 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
     return CostGrid(free, obstacle > 0, lane, clearance, start_x)
 
 
-def candidate_offsets(xs: np.ndarray, config: PlannerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Lateral offsets (C, N) of every candidate at xs, and each one's peak curvature (C,)."""
+@dataclass(frozen=True)
+class Candidates:
+    """Every candidate path, sampled at xs; they depend only on the config, so they are cached."""
+
+    xs: np.ndarray  # (N,) sample x, every step_m
+    y: np.ndarray  # (C, N) lateral offsets
+    peak_curvature: np.ndarray  # (C,)
+    arc: np.ndarray  # (C, N) arc length to each sample
+    rows: np.ndarray  # (C, N) grid cell of each sample
+    cols: np.ndarray
+    inside: np.ndarray  # (C, N) the sample lies on the grid
+
+
+@lru_cache(maxsize=4)
+def candidates(config: PlannerConfig) -> Candidates:
+    xs = np.arange(config.step_m, config.grid.x_max, config.step_m)
     d, k, length = (a.ravel()[:, None] for a in np.meshgrid(
         np.array(config.offsets_m), np.array(config.curvatures), np.array(config.transition_m),
         indexing="ij"))
@@ -165,38 +181,40 @@ def candidate_offsets(xs: np.ndarray, config: PlannerConfig) -> tuple[np.ndarray
     q2 = (60 * s - 180 * s**2 + 120 * s**3) / length**2  # d2q/dx2
     y = d * q + k * xs[None, :] ** 2 / 2
     peak = np.abs(d * q2 + k).max(axis=1)
-    return y, peak
+    arc = np.cumsum(np.hypot(config.step_m, np.diff(y, axis=1, prepend=0.0)), axis=1)
+    rows, cols, inside = config.grid.to_cell(np.broadcast_to(xs, y.shape), y)
+    return Candidates(xs, y, peak, arc, rows, cols, inside)
 
 
-def score_candidates(cost: CostGrid, bev: BirdsEye, previous: Plan | None,
+def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
                      config: PlannerConfig) -> Candidate | None:
-    g = bev.grid
-    xs = np.arange(config.step_m, g.x_max, config.step_m)
-    ys, peak_curvature = candidate_offsets(xs, config)
-    rows, cols, inside = g.to_cell(np.broadcast_to(xs, ys.shape), ys)
+    """The best candidate, or None when none has `min_free_m` of free road beyond the hood.
+
+    `previous` is the last plan's path moved into the current vehicle frame.
+    """
+    paths = candidates(config)
+    xs, ys, arc, rows, cols, inside = (paths.xs, paths.y, paths.arc, paths.rows, paths.cols,
+                                       paths.inside)
     assumed = xs[None, :] < cost.start_x
     ok = assumed | (inside & cost.free[rows, cols])
     blocked = ~ok
     first_block = np.where(blocked.any(axis=1), blocked.argmax(axis=1), len(xs))
-    ds = np.hypot(config.step_m, np.diff(ys, axis=1, prepend=0.0))
-    arc = np.cumsum(ds, axis=1)
-    index = np.arange(len(xs))[None, :]
-    before = index < first_block[:, None]
+    before = np.arange(len(xs))[None, :] < first_block[:, None]
     free_length = np.where(first_block > 0,
                            arc[np.arange(len(ys)), np.maximum(first_block - 1, 0)], 0.0)
     free_beyond_hood = free_length - np.interp(cost.start_x, xs, arc[0])
 
     judged = before & ~assumed
-    count = np.maximum(judged.sum(axis=1), 1)
     lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
-    centring = (judged * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
-        axis=1) / count / config.centre_cap_m
+    near = judged * np.exp(-xs / config.centre_decay_m)[None, :]  # the near road matters most
+    centring = (near * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
+        axis=1) / np.maximum(near.sum(axis=1), 1e-9) / config.centre_cap_m
     score = (config.w_length * np.minimum(free_length, config.goal_m) / config.goal_m
              - config.w_lane * np.minimum(lane_points / 3.0, 1.0)
              + config.w_centre * centring
-             - config.w_curvature * peak_curvature)
-    if previous is not None and len(previous.waypoints) >= 2:
-        prev = np.asarray(previous.waypoints)
+             - config.w_curvature * paths.peak_curvature)
+    if previous is not None and len(previous) >= 2:
+        prev = previous
         span = (xs >= max(prev[0, 0], cost.start_x)) & (xs <= min(prev[-1, 0], 25.0))
         if span.any():
             prev_y = np.interp(xs[span], prev[:, 0], prev[:, 1])
@@ -216,6 +234,22 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: Plan | None,
         else:
             blocked_by = "edge"
     return Candidate(ys[best, :end], float(free_length[best]), blocked_by, float(score[best]))
+
+
+def previous_path(previous: Plan | None, speed: float, dt: float,
+                  config: PlannerConfig) -> np.ndarray | None:
+    """The last plan's waypoints in today's vehicle frame, by dead reckoning: the car moved
+    speed * dt along the arc its last steering command describes."""
+    if previous is None or len(previous.waypoints) < 2:
+        return None
+    vehicle = config.control.vehicle
+    curvature = -math.tan(previous.control.steer * math.radians(vehicle.max_steer_deg)) \
+        / vehicle.wheelbase_m
+    distance, turn = speed * dt, speed * dt * curvature
+    moved = np.array([distance * math.cos(turn / 2), distance * math.sin(turn / 2)])
+    c, s = math.cos(turn), math.sin(turn)
+    path = (np.asarray(previous.waypoints) - moved) @ np.array([[c, -s], [s, c]])
+    return path[np.argsort(path[:, 0])]
 
 
 def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
@@ -280,7 +314,8 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
                          state, now, dt, config)
     bev = birdseye(result, camera, config.grid, near_x=config.front_m)
     cost = cost_grid(bev, config)
-    best = None if cost is None else score_candidates(cost, bev, state.previous, config)
+    previous = previous_path(state.previous, speed_mps, dt, config)
+    best = None if cost is None else score_candidates(cost, bev, previous, config)
     if best is None:
         return safe_stop(["no drivable area ahead"], state, now, dt, config, bev)
 

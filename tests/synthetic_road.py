@@ -127,10 +127,13 @@ def s_curve_centre(radius: float = 60.0, turn_m: float = 50.0) -> np.ndarray:
 class RoadCamera:
     """Renders what a perfect perception would report for a camera at a pose on a road."""
 
-    def __init__(self, road: Road, camera: CameraModel = SIM_CAMERA, max_range: float = 80.0):
+    def __init__(self, road: Road, camera: CameraModel = SIM_CAMERA, max_range: float = 80.0,
+                 mask_scale: float = 0.5):
+        """Masks come at `mask_scale` of the frame size, like a segmentation model's output."""
         self.road, self.camera = road, camera
-        v, u = np.mgrid[0:camera.height, 0:camera.width]
-        pixels = np.column_stack([u.ravel(), v.ravel()]).astype(np.float64)
+        self.mask_shape = (round(camera.height * mask_scale), round(camera.width * mask_scale))
+        v, u = np.mgrid[0:self.mask_shape[0], 0:self.mask_shape[1]]
+        pixels = (np.column_stack([u.ravel(), v.ravel()]) + 0.5) / mask_scale - 0.5
         ground, below = camera.pixel_to_ground(pixels)
         below &= np.hypot(ground[:, 0], ground[:, 1]) < max_range
         self.ground, self.below = np.nan_to_num(ground), below
@@ -140,8 +143,10 @@ class RoadCamera:
         c, s = math.cos(yaw), math.sin(yaw)
         world = self.ground @ np.array([[c, s], [-s, c]]) + [x, y]
         shape = (self.camera.height, self.camera.width)
-        drivable = (self.road.lookup(self.road.drivable, world) & self.below).reshape(shape)
-        lanes = (self.road.lookup(self.road.lanes, world) & self.below).reshape(shape)
+        drivable = (self.road.lookup(self.road.drivable, world) & self.below).reshape(
+            self.mask_shape)
+        lanes = (self.road.lookup(self.road.lanes, world) & self.below).reshape(self.mask_shape)
+        scale = self.mask_shape[0] / shape[0]
         detections = []
         for car in self.road.cars:
             corners = car.corners() - [x, y, 0.0]
@@ -154,8 +159,10 @@ class RoadCamera:
             x2, y2 = np.clip(pixels.max(axis=0), 0, [shape[1] - 1, shape[0] - 1])
             if x2 - x1 < 2 or y2 - y1 < 2:
                 continue
-            drivable[int(y1):int(y2) + 1, int(x1):int(x2) + 1] = 0  # the car hides the road
-            lanes[int(y1):int(y2) + 1, int(x1):int(x2) + 1] = 0
+            hidden = (slice(int(y1 * scale), int(y2 * scale) + 1),
+                      slice(int(x1 * scale), int(x2 * scale) + 1))
+            drivable[hidden] = 0  # the car hides the road
+            lanes[hidden] = 0
             detections.append(Detection(class_id=2, label="car", score=0.9,
                                         box=(float(x1), float(y1), float(x2), float(y2)),
                                         category="car"))
