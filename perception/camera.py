@@ -221,7 +221,10 @@ def from_dict(data: object, where: str = "camera") -> CameraModel:
         if isinstance(width, bool) or isinstance(height, bool) or \
                 int(width) != width or int(height) != height:
             raise ValueError("width and height must be whole numbers")
-        K = np.array(data["K"], dtype=np.float64)
+        K = np.array(data["K"], dtype=object)
+        if K.shape != (3, 3):
+            raise CameraError(f"{where}: K must be a 3x3 list of numbers, got {data['K']!r}")
+        K = K.astype(np.float64)
         dist = np.array(data["dist"] or [], dtype=np.float64)
         mount_values = {k: float(mount[k]) for k in ("x", "y", "z", "roll", "pitch", "yaw")}
     except (TypeError, ValueError) as error:
