@@ -10,8 +10,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perception.camera import (CameraError, CameraModel, Mount, carla_camera, load_camera,
-                               read_kitti_calib, save_camera)
+from perception.camera import (
+    CameraError,
+    CameraModel,
+    Mount,
+    carla_camera,
+    load_camera,
+    read_kitti_calib,
+    save_camera,
+)
 
 
 def make_camera(pitch=3.0, roll=0.0, yaw=0.0, z=1.4, dist=(0.0,) * 5) -> CameraModel:
