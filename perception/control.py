@@ -22,7 +22,7 @@ class ControlConfig:
     lookahead_min_m: float = 4.0
     lookahead_per_mps: float = 0.6  # look-ahead = min + per_mps * speed, capped at max
     lookahead_max_m: float = 20.0
-    kp: float = 0.8  # (m/s^2) per (m/s) of speed error
+    kp: float = 1.5  # (m/s^2) per (m/s) of speed error
     ki: float = 0.1
     kd: float = 0.0
     integral_limit: float = 4.0  # anti-windup, in (m/s) * s

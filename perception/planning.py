@@ -94,7 +94,9 @@ class CostGrid:
 
 @dataclass
 class Candidate:
-    y: np.ndarray  # lateral offset at each sample x
+    points: np.ndarray  # (M, 2) the free part of the path, every step_m
+    curvature: np.ndarray  # (M,)
+    s: np.ndarray  # (M,) arc length
     free_length_m: float
     blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
     score: float = field(default=-math.inf)
@@ -159,31 +161,38 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Every candidate path, sampled at xs; they depend only on the config, so they are cached."""
+    """Every candidate path, sampled every step_m of arc; they depend only on the config, so
+    they are made once and cached."""
 
-    xs: np.ndarray  # (N,) sample x, every step_m
-    y: np.ndarray  # (C, N) lateral offsets
-    peak_curvature: np.ndarray  # (C,)
-    arc: np.ndarray  # (C, N) arc length to each sample
-    rows: np.ndarray  # (C, N) grid cell of each sample
+    s: np.ndarray  # (N,) arc length along the reference arc
+    x: np.ndarray  # (C, N) vehicle-frame points
+    y: np.ndarray
+    curvature: np.ndarray  # (C, N) path curvature, 1/m, + left
+    rows: np.ndarray  # (C, N) grid cell of each point
     cols: np.ndarray
-    inside: np.ndarray  # (C, N) the sample lies on the grid
+    inside: np.ndarray  # (C, N) the point lies on the grid
 
 
 @lru_cache(maxsize=4)
 def candidates(config: PlannerConfig) -> Candidates:
-    xs = np.arange(config.step_m, config.grid.x_max, config.step_m)
+    """An arc of curvature k from the car, with a smooth sideways move d * q(s / L) along its
+    normal: q(u) = 10u^3 - 15u^4 + 6u^5 starts and ends with zero slope and curvature."""
+    s = np.arange(config.step_m, config.grid.x_max + 10.0, config.step_m)
     d, k, length = (a.ravel()[:, None] for a in np.meshgrid(
         np.array(config.offsets_m), np.array(config.curvatures), np.array(config.transition_m),
         indexing="ij"))
-    s = np.clip(xs[None, :] / length, 0.0, 1.0)
-    q = s**3 * (10 - 15 * s + 6 * s**2)
-    q2 = (60 * s - 180 * s**2 + 120 * s**3) / length**2  # d2q/dx2
-    y = d * q + k * xs[None, :] ** 2 / 2
-    peak = np.abs(d * q2 + k).max(axis=1)
-    arc = np.cumsum(np.hypot(config.step_m, np.diff(y, axis=1, prepend=0.0)), axis=1)
-    rows, cols, inside = config.grid.to_cell(np.broadcast_to(xs, y.shape), y)
-    return Candidates(xs, y, peak, arc, rows, cols, inside)
+    u = np.clip(s[None, :] / length, 0.0, 1.0)
+    q = u**3 * (10 - 15 * u + 6 * u**2)
+    q2 = (60 * u - 180 * u**2 + 120 * u**3) / length**2  # d2q/ds2
+    heading = k * s[None, :]
+    safe_k = np.where(np.abs(k) < 1e-9, 1.0, k)
+    along = np.where(np.abs(k) < 1e-9, s[None, :], np.sin(heading) / safe_k)
+    across = np.where(np.abs(k) < 1e-9, 0.0, (1 - np.cos(heading)) / safe_k)
+    x = along - d * q * np.sin(heading)
+    y = across + d * q * np.cos(heading)
+    curvature = np.broadcast_to(k + d * q2, x.shape)
+    rows, cols, inside = config.grid.to_cell(x, y)
+    return Candidates(s, x, y, curvature, rows, cols, inside)
 
 
 def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
@@ -193,47 +202,59 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
     `previous` is the last plan's path moved into the current vehicle frame.
     """
     paths = candidates(config)
-    xs, ys, arc, rows, cols, inside = (paths.xs, paths.y, paths.arc, paths.rows, paths.cols,
-                                       paths.inside)
-    assumed = xs[None, :] < cost.start_x
+    s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
+    n = len(s)
+    assumed = x < cost.start_x
     ok = assumed | (inside & cost.free[rows, cols])
-    blocked = ~ok
-    first_block = np.where(blocked.any(axis=1), blocked.argmax(axis=1), len(xs))
-    before = np.arange(len(xs))[None, :] < first_block[:, None]
-    free_length = np.where(first_block > 0,
-                           arc[np.arange(len(ys)), np.maximum(first_block - 1, 0)], 0.0)
-    free_beyond_hood = free_length - np.interp(cost.start_x, xs, arc[0])
+    first_block = np.where((~ok).any(axis=1), (~ok).argmax(axis=1), n)
+    before = np.arange(n)[None, :] < first_block[:, None]
+    free_length = np.where(first_block > 0, s[np.maximum(first_block - 1, 0)], 0.0)
+    hood_length = (assumed & before).sum(axis=1) * config.step_m
 
     judged = before & ~assumed
     lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
-    near = judged * np.exp(-xs / config.centre_decay_m)[None, :]  # the near road matters most
+    near = judged * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
     centring = (near * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
         axis=1) / np.maximum(near.sum(axis=1), 1e-9) / config.centre_cap_m
+    peak_curvature = np.abs(paths.curvature).max(axis=1)
     score = (config.w_length * np.minimum(free_length, config.goal_m) / config.goal_m
              - config.w_lane * np.minimum(lane_points / 3.0, 1.0)
              + config.w_centre * centring
-             - config.w_curvature * paths.peak_curvature)
+             - config.w_curvature * peak_curvature)
     if previous is not None and len(previous) >= 2:
-        prev = previous
-        span = (xs >= max(prev[0, 0], cost.start_x)) & (xs <= min(prev[-1, 0], 25.0))
-        if span.any():
-            prev_y = np.interp(xs[span], prev[:, 0], prev[:, 1])
-            score -= config.w_consistency * np.abs(ys[:, span] - prev_y).mean(axis=1)
-    score = np.where(free_beyond_hood >= config.min_free_m, score, -np.inf)
+        lo, hi = max(previous[0, 0], cost.start_x), min(previous[-1, 0], 25.0)
+        span = (x >= lo) & (x <= hi) & before
+        prev_y = np.interp(x, previous[:, 0], previous[:, 1])
+        change = (np.abs(y - prev_y) * span).sum(axis=1) / np.maximum(span.sum(axis=1), 1)
+        score -= config.w_consistency * change
+    score = np.where(free_length - hood_length >= config.min_free_m, score, -np.inf)
     best = int(np.argmax(score))
     if not np.isfinite(score[best]):
         return None
     end = first_block[best]
-    blocked_by = None
-    if end < len(xs):
-        r, c = rows[best, end], cols[best, end]
-        if not inside[best, end] or not bev.visible[r, c]:
-            blocked_by = None  # the path leaves what the camera sees: not blocked, unknown
-        elif cost.obstacle[r, c]:
-            blocked_by = nearest_obstacle_label(bev, xs[end], ys[best, end])
-        else:
-            blocked_by = "edge"
-    return Candidate(ys[best, :end], float(free_length[best]), blocked_by, float(score[best]))
+    points = np.column_stack([x[best, :end], y[best, :end]])
+    return Candidate(points, paths.curvature[best, :end], s[:end], float(free_length[best]),
+                     blocked_by(best, end, paths, cost, bev), float(score[best]))
+
+
+def blocked_by(best: int, end: int, paths: Candidates, cost: CostGrid,
+               bev: BirdsEye) -> str | None:
+    """What ends the chosen path: an obstacle's label when its footprint lies within 2 m past
+    the end (the road hidden behind a car ends a path just before its footprint), "edge" when
+    the seen road is not drivable, None when the path just runs out of the camera's view."""
+    n = len(paths.s)
+    if end >= n:
+        return None
+    r, c = paths.rows[best, end], paths.cols[best, end]
+    if not paths.inside[best, end] or not bev.visible[r, c]:
+        return None
+    ahead = slice(end, min(n, end + 5))
+    hits = paths.inside[best, ahead] & cost.obstacle[paths.rows[best, ahead],
+                                                     paths.cols[best, ahead]]
+    if hits.any():
+        i = end + int(np.argmax(hits))
+        return nearest_obstacle_label(bev, paths.x[best, i], paths.y[best, i])
+    return "edge"
 
 
 def previous_path(previous: Plan | None, speed: float, dt: float,
@@ -260,13 +281,12 @@ def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
 
 # --- speed -----------------------------------------------------------------------------------
 
-def speed_profile(best: Candidate, xs: np.ndarray, bev: BirdsEye, state: PlannerState,
+def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState,
                   config: PlannerConfig) -> tuple[float, list[str]]:
     """Target speed now, and the reasons for going slower than cruise."""
     limits: list[tuple[float, str]] = [(config.cruise_speed_mps, "")]
-    if len(best.y) >= 3:
-        curvature = np.abs(np.gradient(np.gradient(best.y, xs), xs))
-        peak = float(curvature[xs <= 30.0].max(initial=0.0))
+    if len(best.s):
+        peak = float(np.abs(best.curvature[best.s <= 30.0]).max(initial=0.0))
         if peak > 1e-4:
             limits.append((math.sqrt(config.max_lateral_accel_mps2 / peak),
                            f"curve (radius {1 / peak:.0f} m)"))
@@ -321,11 +341,10 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
 
     reasons = [] if bev.lanes is not None else ["no lane mask: keeping to the drivable area"]
     status = "ok" if bev.lanes is not None else "degraded"
-    xs = np.arange(config.step_m, config.grid.x_max, config.step_m)[:len(best.y)]
-    target, why_slow = speed_profile(best, xs, bev, state, config)
-    keep = (xs >= cost.start_x) & np.isclose(xs % 1.0, 0.0)  # every metre, from the seen road
-    waypoints = [(round(float(x), 2), round(float(y), 3))
-                 for x, y in zip(xs[keep], best.y[keep], strict=True)]
+    state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
+    target, why_slow = speed_profile(best, bev, state, config)
+    keep = (best.points[:, 0] >= cost.start_x) & np.isclose(best.s % 1.0, 0.0)  # every metre
+    waypoints = [(round(float(x), 3), round(float(y), 3)) for x, y in best.points[keep]]
 
     steer = pure_pursuit_steer(np.asarray(waypoints).reshape(-1, 2), speed_mps, config.control)
     throttle, brake, pid = speed_pid(target, speed_mps, dt, state.pid, config.control)
@@ -333,8 +352,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
                 target_speed_mps=round(target, 3),
                 control=Control(steer=steer, throttle=throttle, brake=brake),
                 obstacles=obstacles_of(bev))
-    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=pid,
-                                    **stop_sign_memory(bev, state, speed_mps, now, config)), bev)
+    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=pid), bev)
 
 
 def stop_sign_memory(bev: BirdsEye, state: PlannerState, speed: float, now: float,
