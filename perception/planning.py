@@ -39,6 +39,7 @@ class PlannerConfig:
     cruise_speed_mps: float = 12.0
     max_lateral_accel_mps2: float = 2.0
     comfort_decel_mps2: float = 2.5
+    speed_up_mps2: float = 1.5  # how fast the target speed may rise
     time_gap_s: float = 2.0
     stop_gap_m: float = 3.0  # bumper to obstacle (or stop line) when stopped
     front_m: float = 3.8  # rear axle (vehicle origin) to the front bumper
@@ -281,15 +282,15 @@ def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
 
 # --- speed -----------------------------------------------------------------------------------
 
-def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState,
+def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState, dt: float,
                   config: PlannerConfig) -> tuple[float, list[str]]:
     """Target speed now, and the reasons for going slower than cruise."""
     limits: list[tuple[float, str]] = [(config.cruise_speed_mps, "")]
-    if len(best.s):
-        peak = float(np.abs(best.curvature[best.s <= 30.0]).max(initial=0.0))
-        if peak > 1e-4:
-            limits.append((math.sqrt(config.max_lateral_accel_mps2 / peak),
-                           f"curve (radius {1 / peak:.0f} m)"))
+    if len(best.s):  # the mean bend of the next 30 m: steadier than the peak of one sample
+        bend = float(np.abs(best.curvature[best.s <= 30.0]).mean())
+        if bend > 1e-4:
+            limits.append((math.sqrt(config.max_lateral_accel_mps2 / bend),
+                           f"curve (radius {1 / bend:.0f} m)"))
     room = best.free_length_m - config.front_m
     if best.blocked_by not in (None, "edge"):
         gap = room - config.stop_gap_m
@@ -306,6 +307,8 @@ def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState,
         limits.append((math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap)),
                        f"stop sign at {bev.stop_sign_x:.1f} m"))
     target, _ = min(limits)
+    if state.previous is not None:  # speed up gently; slowing down is never held back
+        target = min(target, state.previous.target_speed_mps + config.speed_up_mps2 * dt)
     reasons = [why for limit, why in limits if why and limit < config.cruise_speed_mps - 0.5]
     return float(target), reasons
 
@@ -342,7 +345,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     reasons = [] if bev.lanes is not None else ["no lane mask: keeping to the drivable area"]
     status = "ok" if bev.lanes is not None else "degraded"
     state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
-    target, why_slow = speed_profile(best, bev, state, config)
+    target, why_slow = speed_profile(best, bev, state, dt, config)
     keep = (best.points[:, 0] >= cost.start_x) & np.isclose(best.s % 1.0, 0.0)  # every metre
     waypoints = [(round(float(x), 3), round(float(y), 3)) for x, y in best.points[keep]]
 
