@@ -118,16 +118,20 @@ def warp_to_grid(mask: np.ndarray, camera: CameraModel, grid: BevGrid) -> np.nda
                      borderValue=0)
 
 
-def _frame_mask(result: FrameResult, which: str, camera: CameraModel) -> np.ndarray | None:
+def _frame_mask(result: FrameResult, which: str) -> np.ndarray | None:
+    """A mask at frame size. Masks come at the model's resolution (any size, stretched to the
+    frame like the model's input was); they must be 2-D and match the other mask's size."""
     raw = getattr(result, which)
     if raw is None:
         return None
-    if raw.ndim != 2:
-        raise BevError(f"{which} mask must be 2-D (H, W), got shape {list(raw.shape)}")
-    h, w = raw.shape
-    if abs(w / h - camera.width / camera.height) > 0.02:
-        raise BevError(f"{which} mask is {w}x{h}, which does not have the camera's "
-                       f"{camera.width}x{camera.height} aspect ratio")
+    if raw.ndim != 2 or raw.size == 0:
+        raise BevError(f"{which} mask must be a non-empty 2-D (H, W) array, got shape "
+                       f"{list(raw.shape)}")
+    other = result.lanes if which == "drivable" else result.drivable
+    if other is not None and other.shape[:2] != raw.shape:
+        raise BevError(f"drivable mask is {result.drivable.shape[1]}x{result.drivable.shape[0]} "
+                       f"but lanes mask is {result.lanes.shape[1]}x{result.lanes.shape[0]}; "
+                       "both must come at the same size")
     return result.mask_at_frame_size(which)
 
 
@@ -153,9 +157,12 @@ def obstacle_from_box(det: Detection, camera: CameraModel, near_x: float) -> Obs
 
 
 def is_ego_hood(det: Detection, camera: CameraModel) -> bool:
-    """The detector sometimes boxes our own hood: wide, touching the bottom of the frame."""
-    x1, _, x2, y2 = det.box
-    return y2 >= camera.height - 0.05 * camera.height and (x2 - x1) > 0.6 * camera.width
+    """The detector sometimes boxes our own hood (or reflections on it): a box on the bottom
+    edge of the frame that is very wide, or that is flat and stays in the bottom quarter (a
+    real car that close to the bumper would reach far up the image)."""
+    x1, y1, x2, y2 = det.box
+    on_bottom = y2 >= 0.95 * camera.height
+    return on_bottom and ((x2 - x1) > 0.6 * camera.width or y1 > 0.75 * camera.height)
 
 
 def stop_sign_distance(det: Detection, camera: CameraModel) -> float:
@@ -174,7 +181,7 @@ def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid()
     _, _, visible = ipm_maps(camera, grid)
     layers = {}
     for which in ("drivable", "lanes"):
-        mask = _frame_mask(result, which, camera)
+        mask = _frame_mask(result, which)
         layers[which] = None if mask is None else warp_to_grid(mask, camera, grid)
     obstacles, stop_signs = [], []
     for det in result.detections:

@@ -274,6 +274,19 @@ def previous_path(previous: Plan | None, speed: float, dt: float,
     return path[np.argsort(path[:, 0])]
 
 
+def why_nothing_ahead(cost: CostGrid | None, bev: BirdsEye, config: PlannerConfig) -> str:
+    """The reason for a safe stop when no candidate has free road: an obstacle right ahead of
+    the bumper, or no drivable road."""
+    reach = config.front_m + config.min_free_m if cost is None else \
+        cost.start_x + config.min_free_m
+    close = [o for o in bev.obstacles
+             if o.x <= reach and abs(o.y) <= o.width / 2 + config.half_width_m + config.margin_m]
+    if close:
+        nearest = min(close, key=lambda o: o.x)
+        return f"{nearest.label} right ahead at {nearest.x:.1f} m"
+    return "no drivable area ahead"
+
+
 def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
     if not bev.obstacles:
         return "obstacle"
@@ -340,7 +353,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     previous = previous_path(state.previous, speed_mps, dt, config)
     best = None if cost is None else score_candidates(cost, bev, previous, config)
     if best is None:
-        return safe_stop(["no drivable area ahead"], state, now, dt, config, bev)
+        return safe_stop([why_nothing_ahead(cost, bev, config)], state, now, dt, config, bev)
 
     reasons = [] if bev.lanes is not None else ["no lane mask: keeping to the drivable area"]
     status = "ok" if bev.lanes is not None else "degraded"

@@ -83,12 +83,14 @@ def test_hood_box_and_cut_boxes():
 
 def test_masks_of_the_wrong_size():
     result = FrameResult(frame_index=0, source="t", timestamp=0.0, width=640, height=360)
-    result.drivable = np.ones((100, 100), np.uint8)
-    with pytest.raises(BevError, match="drivable mask is 100x100, which does not have the "
-                                       "camera's 640x360 aspect ratio"):
+    result.drivable = np.ones((100, 100), np.uint8)  # the model's own size: stretched to fit
+    assert birdseye(result, SIM_CAMERA).drivable.any()
+    result.lanes = np.ones((90, 160), np.uint8)
+    with pytest.raises(BevError, match="drivable mask is 100x100 but lanes mask is 160x90"):
         birdseye(result, SIM_CAMERA)
+    result.lanes = None
     result.drivable = np.ones((360, 640, 3), np.uint8)
-    with pytest.raises(BevError, match="must be 2-D"):
+    with pytest.raises(BevError, match="must be a non-empty 2-D"):
         birdseye(result, SIM_CAMERA)
     other = FrameResult(frame_index=0, source="t", timestamp=0.0, width=1280, height=720)
     with pytest.raises(BevError, match="frame is 1280x720 but the camera file describes 640x360"):
