@@ -198,7 +198,7 @@ def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid()
 # --- pictures ---------------------------------------------------------------------------------
 
 COLOURS = {"unknown": (40, 40, 40), "road": (70, 70, 70), "drivable": (60, 140, 60),
-           "lanes": (0, 220, 255), "obstacle": (40, 40, 230), "path": (255, 160, 0),
+           "lanes": (0, 220, 255), "obstacle": (40, 40, 230), "path": (255, 0, 255),
            "grid": (110, 110, 110), "ego": (255, 255, 255)}
 
 

@@ -105,7 +105,7 @@ def test_pictures():
     grid = out.bev.grid
     assert picture.shape == (grid.rows * 2, grid.cols * 2, 3) and picture.dtype == np.uint8
     assert (picture == (40, 40, 230)).all(axis=2).sum() > 100  # the car is drawn
-    path_pixels = (picture == (255, 160, 0)).all(axis=2)
+    path_pixels = (picture == (255, 0, 255)).all(axis=2)
     assert path_pixels.sum() > 50
     payload = bev_payload(out.bev, out.plan)
     assert payload["metres_per_pixel"] == 0.05 and payload["x_range"] == [0.0, 40.0]
@@ -113,7 +113,7 @@ def test_pictures():
     assert png.shape == picture.shape
     image = np.zeros((360, 640, 3), np.uint8)
     draw_path(image, SIM_CAMERA, out.plan.waypoints)
-    drawn = np.argwhere((image == (255, 160, 0)).all(axis=2))
+    drawn = np.argwhere((image == (255, 0, 255)).all(axis=2))
     assert len(drawn) > 100 and drawn[:, 0].min() > 137  # below the horizon (row 136)
     small = draw_path(np.zeros((180, 320, 3), np.uint8), SIM_CAMERA, out.plan.waypoints)
     assert small.any()  # an image of another size gets a scaled camera
