@@ -6,10 +6,11 @@
    `safe_stop` (empty path, brake ramping up smoothly). Never a guessed path.
 2. Bird's-eye view (bev.py) -> a cost grid: free cells (drivable, seen, away from obstacle
    footprints grown by half the car's width and a margin), lane lines, clearance in metres.
-3. Candidate paths y(x) = d * q(x / L) + k * x^2 / 2: a smooth (quintic, zero slope and
-   curvature at both ends) move to lateral offset d over length L, on an arc of curvature k.
-   Each is scored on free length, staying between lane lines, centring (clearance), curvature
-   and closeness to the previous plan; the best one's free part becomes the waypoints.
+3. Candidate paths: an arc of curvature k from the car, with a smooth (quintic: zero slope
+   and curvature at both ends) sideways move to offset d over length L along it; 37 offsets x
+   31 curvatures x 3 lengths. Each is scored on free length, staying between lane lines,
+   centring (clearance), curvature and closeness to the previous plan; the best one's free
+   part becomes the waypoints, one per metre.
 4. Speed: the least of cruise speed, the curvature limit, the time gap to an obstacle on the
    path, being able to stop before the end of the free path, and a stop sign.
 5. Control (control.py): pure pursuit on the waypoints and a PID on the speed.
@@ -20,7 +21,7 @@ All state carried between frames is in `PlannerState`, passed in and returned.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -63,6 +64,7 @@ class PlannerConfig:
     safe_stop_brake: float = 0.6
     brake_rate_per_s: float = 2.0
     stop_sign_wait_s: float = 2.0
+    blind_speed_mps: float = 5.0  # speed cap when no detector runs
     control: ControlConfig = ControlConfig()
 
 
@@ -100,7 +102,7 @@ class Candidate:
     s: np.ndarray  # (M,) arc length
     free_length_m: float
     blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
-    score: float = field(default=-math.inf)
+    score: float
 
 
 # --- fail-safe ---------------------------------------------------------------------------------
@@ -329,12 +331,13 @@ def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState, dt: float
 # --- the whole step --------------------------------------------------------------------------
 
 def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
-               speed_mps: float | None = None,
+               speed_mps: float | None = None, detections_available: bool = True,
                config: PlannerConfig = PlannerConfig()) -> PlanOutput:
     """Plan for one perceived frame at time `now` (same clock as `result.timestamp`).
 
     `speed_mps` is the car's measured speed; without one (a recorded video) the previous target
-    speed stands in for it.
+    speed stands in for it. `detections_available=False` says no detector ran (a segmentation
+    model alone): the plan is `degraded` and slow, since obstacles cannot be seen.
     """
     dt = 0.05 if state.time is None else float(np.clip(now - state.time, 0.0, 1.0))
     if speed_mps is None:
@@ -355,10 +358,17 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     if best is None:
         return safe_stop([why_nothing_ahead(cost, bev, config)], state, now, dt, config, bev)
 
-    reasons = [] if bev.lanes is not None else ["no lane mask: keeping to the drivable area"]
-    status = "ok" if bev.lanes is not None else "degraded"
+    reasons = []  # inputs we plan without: the plan is `degraded`
+    if bev.lanes is None:
+        reasons.append("no lane mask: keeping to the drivable area")
+    if not detections_available:
+        reasons.append(f"no detector: obstacles unseen, speed capped at "
+                       f"{config.blind_speed_mps:.1f} m/s")
+    status = "degraded" if reasons else "ok"
     state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
     target, why_slow = speed_profile(best, bev, state, dt, config)
+    if not detections_available:
+        target = min(target, config.blind_speed_mps)
     keep = (best.points[:, 0] >= cost.start_x) & np.isclose(best.s % 1.0, 0.0)  # every metre
     waypoints = [(round(float(x), 3), round(float(y), 3)) for x, y in best.points[keep]]
 

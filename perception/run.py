@@ -82,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--save-masks needs a segmentation model in --models")
     if args.plan and not segments:
         raise PerceptionError("--plan needs a segmentation model in --models (drivable area)")
+    detects = any(spec.task in ("detection", "multitask") for spec, _ in models)
     planner_state = PlannerState()
     perceiver = Perceiver(models)
     timings: list[dict[str, float]] = []
@@ -95,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
                 bev = None
                 if camera is not None:  # offline: the frame's own clock, so never stale
                     t0 = time.perf_counter()
-                    planned = plan_frame(result, camera, planner_state, now=result.timestamp)
+                    planned = plan_frame(result, camera, planner_state, now=result.timestamp,
+                                         detections_available=detects)
                     planner_state, result.plan, bev = planned.state, planned.plan, planned.bev
                     result.timings_ms["plan"] = (time.perf_counter() - t0) * 1e3
                 outputs.write(frame, result, bev, camera)

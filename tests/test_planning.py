@@ -140,6 +140,14 @@ def test_degraded_without_lane_mask():
     assert np.abs(np.array(plan.waypoints)[:, 1]).max() < 0.3
 
 
+def test_degraded_without_detector():
+    result = RoadCamera(Road(straight_centre())).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=10.0,
+                      detections_available=False).plan
+    assert plan.status == "degraded" and plan.target_speed_mps == 5.0
+    assert plan.reasons == ["no detector: obstacles unseen, speed capped at 5.0 m/s"]
+
+
 def test_stop_sign():
     road = Road(straight_centre())
     result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
