@@ -7,6 +7,8 @@ import base64
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perception.bev import (
     BevError,
@@ -36,6 +38,19 @@ def test_ipm_equals_warp_perspective():
     visible = ipm_maps(SIM_CAMERA, grid)[2] > 0
     assert visible.sum() > 0.3 * visible.size
     assert (ours[visible] == theirs[visible]).mean() > 0.99
+
+
+@given(st.floats(0.01, 39.99), st.floats(-9.99, 9.99))
+def test_grid_cell_round_trip(x, y):
+    grid = BevGrid()
+    row, col, inside = grid.to_cell(np.array([x]), np.array([y]))
+    assert inside.all()
+    cx, cy = grid.cell_centres()
+    assert abs(cx[row[0], col[0]] - x) <= grid.metres_per_pixel / 2 + 1e-9
+    assert abs(cy[row[0], col[0]] - y) <= grid.metres_per_pixel / 2 + 1e-9
+    u, v = grid.to_pixel(np.array(x), np.array(y))
+    back = grid.homography_to_ground() @ np.array([u - 0.5, v - 0.5, 1.0])
+    np.testing.assert_allclose(back[:2], [x, y], atol=1e-9)
 
 
 def test_road_lands_in_metres():

@@ -61,6 +61,15 @@ def test_undistortion_moves_corners_where_the_model_says(udacity, chessboards):
                    for r in rows)
 
     assert bend(after) < 0.6 * bend(before)
+    # Planning on undistorted frames uses camera.undistorted(): same K, no distortion.
+    plain = udacity.camera.undistorted()
+    np.testing.assert_array_equal(plain.K, K)
+    assert not plain.dist.any()
+    road = np.array([[12.0, 1.0], [25.0, -2.0]])
+    seen, _ = udacity.camera.ground_to_pixel(road)
+    expected_plain, _ = plain.ground_to_pixel(road)
+    moved = cv2.undistortPoints(seen.reshape(-1, 1, 2), K, dist, P=K).reshape(-1, 2)
+    np.testing.assert_allclose(moved, expected_plain, atol=0.05)
     with pytest.raises(CalibrationError, match="frame is 640x360"):
         Undistorter(udacity.camera)(np.zeros((360, 640, 3), np.uint8))
 
