@@ -195,8 +195,7 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
                                                brake=control.brake))
     control_ms = (time.perf_counter() - start) * 1e3
     if result is not None:
-        if "plan" in FrameResult.model_fields:  # TODO: drop once planning is on main
-            result.plan = plan
+        result.plan = plan
         result.timings_ms["control"] = control_ms
     location = rig.ego.get_location()
     on_road = rig.world.get_map().get_waypoint(location, project_to_road=False) is not None

@@ -10,11 +10,11 @@ Traffic Manager. The value types (`Transform`, `Location`, `Rotation`, `VehicleC
 `tests/test_sim_fake_api.py` checks every public name here against the wheel's `libcarla.pyi`.
 
 The world is one road with one or two lanes (straight or a constant-curvature arc), optionally a
-stopped car; vehicles move with a kinematic bicycle model. Cameras render the road from the
-vehicle's pose (grey road, white lane lines, a box for each car): RGB as BGRA bytes, semantic
-segmentation with the CARLA tag in the red channel. Collision and lane-invasion sensors fire
-from the vehicle footprints. What it does not imitate: physics beyond the bicycle model, other
-maps, junctions, traffic lights, walkers, weather, rendering realism.
+stopped car; cars move by perception/vehicle_model.py (a bicycle model). Cameras render the
+road from the vehicle's pose (grey road, white lane lines, a box for each car): RGB as BGRA
+bytes, semantic segmentation with the CARLA tag in the red channel. Collision and lane-invasion
+sensors fire from the vehicle footprints. What it does not imitate: physics beyond the bicycle
+model, other maps, junctions, traffic lights, walkers, weather, rendering realism.
 
 Start a server with `FakeServer(Scenario(...)).start(host, port)`; `FakeClient(host, port)` then
 connects to it, and to anything else it answers like the real client with no server: a
@@ -31,12 +31,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import carla
 import cv2
 import numpy as np
 
+from perception import vehicle_model
+from perception.results import Control
+from perception.vehicle_model import VehicleParams, VehicleState
 from sim_bridge.geometry import compose, ground_points, intrinsics, project
 
 TAG = carla.CityObjectLabel
@@ -387,7 +390,7 @@ class FakeActor:
 
 WHEELBASE_M = 2.9  # axles at +-1.45 m from the car's centre
 MAX_STEER_DEG = 70.0  # road-wheel angle at steer = 1, as CARLA's cars commonly have
-ACCEL_MPS2, BRAKE_MPS2 = 4.0, 8.0
+VEHICLE = replace(VehicleParams(), wheelbase_m=WHEELBASE_M, max_steer_deg=MAX_STEER_DEG)
 
 
 class FakeVehicle(FakeActor):
@@ -396,6 +399,7 @@ class FakeVehicle(FakeActor):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._speed = 0.0
+        self._steer_angle = 0.0
         self._control = carla.VehicleControl()
         self._autopilot = False
 
@@ -435,18 +439,25 @@ class FakeVehicle(FakeActor):
             self._follow_lane(dt)
             return
         control = self._control
-        brake = 1.0 if control.hand_brake else control.brake
-        accel = ACCEL_MPS2 * control.throttle - BRAKE_MPS2 * brake
-        self._speed = max(0.0, self._speed + (accel - 0.02 * self._speed**2) * dt)
-        steer = math.radians(max(-1.0, min(1.0, control.steer)) * MAX_STEER_DEG)
-        rotation, location = self._transform.rotation, self._transform.location
-        yaw = math.radians(rotation.yaw)
-        yaw_rate = self._speed / WHEELBASE_M * math.tan(steer)
+        pose = self._transform
+        yaw = math.radians(pose.rotation.yaw)
+        half = WHEELBASE_M / 2
+        # CARLA's frame is left-handed (y right) around the car's centre; the model's is
+        # right-handed (y left) around the rear axle.
+        state = VehicleState(x=pose.location.x - half * math.cos(yaw),
+                             y=-(pose.location.y - half * math.sin(yaw)), yaw=-yaw,
+                             speed=self._speed, steer_angle=self._steer_angle)
+        command = Control(steer=min(1.0, max(-1.0, control.steer)),
+                          throttle=min(1.0, max(0.0, control.throttle)),
+                          brake=1.0 if control.hand_brake else min(1.0, max(0.0, control.brake)))
+        state = vehicle_model.step(state, command, dt, VEHICLE)
+        self._speed, self._steer_angle = state.speed, state.steer_angle
+        yaw = -state.yaw
         self._transform = carla.Transform(
-            carla.Location(x=location.x + self._speed * math.cos(yaw) * dt,
-                           y=location.y + self._speed * math.sin(yaw) * dt, z=location.z),
-            carla.Rotation(pitch=rotation.pitch, yaw=rotation.yaw + math.degrees(yaw_rate * dt),
-                           roll=rotation.roll))
+            carla.Location(x=state.x + half * math.cos(yaw), y=-state.y + half * math.sin(yaw),
+                           z=pose.location.z),
+            carla.Rotation(pitch=pose.rotation.pitch, yaw=math.degrees(yaw),
+                           roll=pose.rotation.roll))
 
     def _follow_lane(self, dt: float) -> None:
         """Traffic Manager stand-in: keep the lane at 8 m/s, stop 8 m behind anything ahead."""

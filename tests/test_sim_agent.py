@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
-pytest.importorskip("perception.planning", reason="the planner (issue 4) is not on main yet")
 
 from perception.errors import PerceptionError  # noqa: E402
 from sim_bridge import agent as agent_module  # noqa: E402

@@ -11,7 +11,6 @@ import os
 import pytest
 
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
-pytest.importorskip("perception.planning", reason="the planner (issue 4) is not on main yet")
 
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
 from sim_bridge.driving import car_geometry, planner_driver  # noqa: E402

@@ -9,7 +9,6 @@ import socket
 import pytest
 
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
-pytest.importorskip("perception.planning", reason="the planner (issue 4) is not on main yet")
 
 from mcap.reader import make_reader  # noqa: E402
 

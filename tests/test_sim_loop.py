@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
-pytest.importorskip("perception.planning", reason="the planner (issue 4) is not on main yet")
 
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
