@@ -81,7 +81,7 @@ class FoxgloveWriter:
     """Writes one message per topic per frame; `finish()` writes the index and summary."""
 
     def __init__(self, file: BinaryIO) -> None:
-        self._mcap = Writer(file, compression=CompressionType.ZSTD)
+        self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
         self._channels: dict[str, int] = {}
         self._result_channel = self._mcap.register_channel(

@@ -10,7 +10,7 @@ import numpy as np
 
 from perception.results import FrameResult
 
-DRIVABLE_BGR = np.array([0, 200, 0], np.float32)
+DRIVABLE_BGR = (0, 200, 0)
 LANES_BGR = (0, 0, 255)
 BOX_BGR = (255, 160, 0)
 
@@ -20,11 +20,11 @@ def draw_masks(image: np.ndarray, result: FrameResult) -> np.ndarray:
     canvas = image.copy()
     drivable = result.mask_at_frame_size("drivable")
     if drivable is not None:
-        area = drivable.astype(bool)
-        canvas[area] = (0.6 * canvas[area] + 0.4 * DRIVABLE_BGR).astype(np.uint8)
+        tinted = cv2.addWeighted(image, 0.6, np.full_like(image, DRIVABLE_BGR), 0.4, 0)
+        cv2.copyTo(tinted, drivable, canvas)
     lanes = result.mask_at_frame_size("lanes")
     if lanes is not None:
-        canvas[lanes.astype(bool)] = LANES_BGR
+        cv2.copyTo(np.full_like(image, LANES_BGR), lanes, canvas)
     return canvas
 
 

@@ -54,10 +54,11 @@ def stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 def summary_table(counts: dict[str, float | int], stats: dict[str, dict[str, float]]) -> str:
     """Counts (frames read, processed, ...) then a stage | median | p99 table, plain text."""
-    lines = [f"{name:<18}{value:>10.1f}" if isinstance(value, float) else
-             f"{name:<18}{value:>10d}" for name, value in counts.items()]
+    width = max([len(name) for name in [*counts, *stats, "stage"]]) + 2
+    lines = [f"{name:<{width}}{value:>10.1f}" if isinstance(value, float) else
+             f"{name:<{width}}{value:>10d}" for name, value in counts.items()]
     if stats:
-        lines.append(f"{'stage':<18}{'median ms':>10}{'p99 ms':>10}{'frames':>8}")
-        lines += [f"{stage:<18}{s['median_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['count']:>8d}"
+        lines.append(f"{'stage':<{width}}{'median ms':>10}{'p99 ms':>10}{'frames':>8}")
+        lines += [f"{stage:<{width}}{s['median_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['count']:>8d}"
                   for stage, s in stats.items()]
     return "\n".join(lines)
