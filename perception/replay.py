@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,11 @@ def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
 
 
 class Outputs:
-    """The files asked for, each written to a temporary name and moved into place on close."""
+    """The files asked for, each written to a temporary name and moved into place on close.
+
+    Writing happens on one background thread, overlapping the next frame's inference; `write`
+    first waits for the previous frame, so outputs stay in order and at most one frame waits.
+    """
 
     def __init__(self, stack: ExitStack, options: ReplayOptions) -> None:
         self.mcap: FoxgloveWriter | None = None
@@ -250,18 +255,33 @@ class Outputs:
         if options.video is not None:
             self.video = VideoOutput(stack.enter_context(atomic_output(options.video)))
             stack.callback(self.video.release)
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs")
+        stack.callback(self.thread.shutdown)  # runs first on exit: no write left in flight
+        self.pending: Future | None = None
 
     def write(self, frame: Frame, result: FrameResult) -> None:
+        self.flush()
+        if self.mcap is not None or self.jsonl is not None or self.video is not None:
+            self.pending = self.thread.submit(self._write, frame, result)
+
+    def flush(self) -> None:
+        """Wait for the frame in flight; its error, if any, is raised here."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        self.flush()
+        if self.video is not None:
+            self.video.finish()
+
+    def _write(self, frame: Frame, result: FrameResult) -> None:
         if self.mcap is not None:
             self.mcap.write(frame, result)
         if self.jsonl is not None:
             self.jsonl.write(jsonl_line(result))
         if self.video is not None:
             self.video.write(frame.timestamp, draw_result(frame.image, result))
-
-    def close(self) -> None:
-        if self.video is not None:
-            self.video.finish()
 
 
 class VideoOutput:
