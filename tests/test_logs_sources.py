@@ -229,3 +229,29 @@ def test_video_with_no_frames_is_unusable(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(SourceError):
         list(open_log(empty))
+
+
+def test_foxglove_raw_image_mcap_is_read_exactly(video_path, tmp_path):
+    """foxglove.RawImage (bgr8 and mono8) written with mcap-protobuf-support's writer."""
+    from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
+    from mcap_protobuf.writer import Writer as ProtobufWriter
+
+    images = video_images(video_path, 3)
+    path = tmp_path / "raw.mcap"
+    with open(path, "wb") as file:
+        writer = ProtobufWriter(file)
+        for i, image in enumerate(images):
+            h, w = image.shape[:2]
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            writer.write_message("/raw/bgr", RawImage(width=w, height=h, encoding="bgr8",
+                                                      step=w * 3, data=image.tobytes()),
+                                 log_time=T0 + i * 50_000_000, publish_time=T0)
+            writer.write_message("/raw/mono", RawImage(width=w, height=h, encoding="mono8",
+                                                       step=w, data=gray.tobytes()),
+                                 log_time=T0 + i * 50_000_000, publish_time=T0)
+        writer.finish()
+    frames = list(open_log(path, topic="/raw/bgr"))
+    assert len(frames) == 3 and frames[2].timestamp == pytest.approx((T0 + 100_000_000) / 1e9)
+    assert all(np.array_equal(f.image, image) for f, image in zip(frames, images, strict=True))
+    mono = next(iter(open_log(path, topic="/raw/mono")))
+    assert np.array_equal(mono.image[..., 0], cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
