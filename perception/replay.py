@@ -159,8 +159,7 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
     unusable (before anything is written); a break part-way ends up in `report.error`."""
     frames = log_frames(log, options)  # checks the log and topic now
     report = ReplayReport(log=str(log))
-    paced = options.rate is not None
-    pacer = Pacer(frames, options.rate) if paced else None
+    pacer = Pacer(frames, options.rate) if options.rate is not None else None
     started = time.perf_counter()
     with ExitStack() as stack:
         outputs = Outputs(stack, options)
