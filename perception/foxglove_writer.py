@@ -46,7 +46,7 @@ from mcap_protobuf.schema import register_schema
 
 from perception.camera_info import CameraInfo
 from perception.frames import Frame
-from perception.overlay import draw_masks
+from perception.overlay import draw_result
 from perception.report import atomic_output
 from perception.results import FrameResult
 
@@ -104,9 +104,10 @@ class FoxgloveWriter:
             return
         self._put(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
         if result.drivable is not None or result.lanes is not None:
+            masks_only = result.model_copy(update={"detections": []})  # boxes: annotations
             self._put(OVERLAY_TOPIC, ns, CompressedImage(
                 timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
-                data=jpeg(draw_masks(frame.image, result))))
+                data=jpeg(draw_result(frame.image, masks_only))))
         plan = getattr(result, "plan", None)
         if plan is not None:
             self._put(PLAN_TOPIC, ns, scene(plan, stamp))

@@ -20,7 +20,7 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -157,9 +157,9 @@ def model_names(models: str) -> list[str]:
 def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
     """Perceive one log and write the outputs asked for. Raises SourceError if the log is
     unusable (before anything is written); a break part-way ends up in `report.error`."""
-    frames = log_frames(log, options)  # checks the log and topic now
+    source = UntilBroken(log_frames(log, options))  # checks the log and topic now
     report = ReplayReport(log=str(log))
-    pacer = Pacer(frames, options.rate) if options.rate is not None else None
+    pacer = Pacer(source, options.rate) if options.rate is not None else None
     started = time.perf_counter()
     with ExitStack() as stack:
         outputs = Outputs(stack, options)
@@ -167,49 +167,59 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
         bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False,
                                        disable=None if options.progress else True))
         try:
-            while True:
+            for frame, result, timings in perceived(perceiver, source, pacer, report):
                 t0 = time.perf_counter()
-                if pacer is not None:
-                    item = pacer.next()
-                    if item is None:
-                        break
-                    frame, arrived = item
-                else:
-                    frame = next(frames, None)
-                    if frame is None:
-                        break
-                    arrived = t0
-                t1 = time.perf_counter()
-                result = perceiver.perceive([frame])[0]
-                t2 = time.perf_counter()
                 outputs.write(frame, result)
-                t3 = time.perf_counter()
-                timings = dict(result.timings_ms)
-                timings["write"] = (t3 - t2) * 1e3
-                if pacer is not None:
-                    timings["latency"] = (t3 - arrived) * 1e3
-                    report.deadline_misses += pacer.newer_waiting()
-                else:
-                    timings["read"] = (t1 - t0) * 1e3
+                timings["write"] = (time.perf_counter() - t0) * 1e3
                 report.timings.append(timings)
                 report.processed += 1
                 bar.update(1)
-        except CorruptRecordError as error:
-            if report.processed == 0:
-                raise SourceError(f"{error} (no frame before it)") from None
-            report.error = str(error)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
             if pacer is not None:
                 pacer.close()
+        if source.error is not None and report.processed == 0:
+            raise SourceError(f"{source.error} (no frame before it)")
         if report.processed == 0 and not report.interrupted:
             raise SourceError(f"{log}: no frames in the selected topic and time range")
+        report.error = str(source.error) if source.error is not None else None
         report.wall_s = time.perf_counter() - started
         report.read = pacer.arrived if pacer is not None else report.processed
         report.dropped = pacer.dropped if pacer is not None else 0
         outputs.close()
     return report
+
+
+def perceived(perceiver, source: Iterable[Frame], pacer: Pacer | None,
+              report: ReplayReport) -> Iterator[tuple[Frame, FrameResult, dict[str, float]]]:
+    """(frame, result, stage timings): every frame through the perceiver's pipelined stream,
+    or, paced, the newest frame at a time with its latency from arrival to result."""
+    if pacer is None:
+        for frame, result in perceiver.stream(source):
+            yield frame, result, dict(result.timings_ms)
+        return
+    while (item := pacer.next()) is not None:
+        frame, arrived = item
+        result = perceiver.perceive([frame])[0]
+        timings = {**result.timings_ms, "latency": (time.perf_counter() - arrived) * 1e3}
+        report.deadline_misses += pacer.newer_waiting()
+        yield frame, result, timings
+
+
+class UntilBroken:
+    """A log's frames up to a corrupt record. The error is kept in `error` rather than raised,
+    so the frames before it that are still in the pipeline get finished and written."""
+
+    def __init__(self, frames: Iterator[Frame]) -> None:
+        self.frames = frames
+        self.error: CorruptRecordError | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            yield from self.frames
+        except CorruptRecordError as error:
+            self.error = error
 
 
 def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
@@ -333,7 +343,7 @@ class Pacer:
     replaced before it was taken is dropped. A reader error is raised by `next()` once the
     frames before it were taken."""
 
-    def __init__(self, frames: Iterator[Frame], rate: float) -> None:
+    def __init__(self, frames: Iterable[Frame], rate: float) -> None:
         self.frames, self.rate = frames, rate
         self.arrived = self.dropped = 0
         self._slot: tuple[Frame, float] | None = None

@@ -17,6 +17,7 @@ import pytest
 from mcap.reader import make_reader
 
 from perception.cli import main as cli
+from perception.log_sources import CorruptRecordError, open_log
 from perception.results import FrameResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,8 +115,13 @@ def test_truncated_log_processes_the_frames_before_the_cut_and_exits_3(drive, tm
     assert code == 3
     error = capsys.readouterr().err
     assert "stopped early" in error and "byte offset" in error and "/camera/image" in error
+    readable = 0
+    with pytest.raises(CorruptRecordError):
+        for _ in open_log(cut):
+            readable += 1
     _, messages = read_mcap(out)
-    assert 10 < len(messages["/perception/result"]) < 50
+    assert 10 < readable < 50
+    assert len(messages["/perception/result"]) == readable  # every frame before the cut
 
 
 def test_unknown_topic_exits_2_listing_topics_and_writes_nothing(drive, tmp_path, capsys):
