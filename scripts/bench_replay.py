@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("PERCEPTION_ASSETS", REPO.parent / "shared" / "assets"))
 VIDEO = ASSETS / "drives" / "udacity_lanelines_p1" / "solidWhiteRight.mp4"
-FRAMES = 221
 
 
 def perception(*args: str) -> tuple[float, str]:
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=VIDEO)
     parser.add_argument("--models", default="yolox-nano,twinlitenet")
     args = parser.parse_args()
+    capture = cv2.VideoCapture(str(args.video))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
     work = Path(tempfile.mkdtemp(prefix="bench-replay-"))
     log = work / "drive.mcap"
     perception("record", "--video", str(args.video), "--out", str(log))
@@ -81,11 +85,12 @@ def main() -> None:
 
     baseline = statistics.median(walls["perception run VIDEO --json"])
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-          f"load average {os.getloadavg()[0]:.2f}; {args.runs} runs each, models {args.models}")
+          f"load average {os.getloadavg()[0]:.2f}; {args.video.name} ({frames} frames), "
+          f"{args.runs} runs each, models {args.models}")
     print("\n| command | median wall s | frames/s | vs run |\n|---|---:|---:|---:|")
     for name, values in walls.items():
         wall = statistics.median(values)
-        print(f"| `{name}` | {wall:.1f} | {FRAMES / wall:.2f} | {wall / baseline:.3f} |")
+        print(f"| `{name}` | {wall:.1f} | {frames / wall:.2f} | {wall / baseline:.3f} |")
     print("\n| `replay LOG.mcap --rate 1` run | read | processed | dropped | deadline misses |"
           "\n|---|---:|---:|---:|---:|")
     for i, c in enumerate(paced, 1):
