@@ -155,3 +155,24 @@ def test_killed_run_leaves_nothing_under_the_final_name(drive, tmp_path):
     process.wait()
     assert list(tmp_path.glob(".out.partial-*.mcap")), "killed while writing"
     assert not out.exists()
+
+
+def test_loop_until_ctrl_c_keeps_the_outputs(drive, tmp_path):
+    """--loop plays the log again and again with times that keep increasing; Ctrl-C ends it
+    with exit 0 and finished outputs."""
+    jsonl = tmp_path / "loop.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "perception", "replay", str(drive),
+                                "--end", "0.2", "--loop", "--max", "--models", "yolox-nano",
+                                "--json", str(jsonl)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".loop.partial-*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    stamps = [json.loads(line)["timestamp"] for line in jsonl.read_text().splitlines()]
+    assert len(stamps) > 10  # more than one pass over the 5 frames
+    assert stamps == sorted(stamps) and stamps[-1] > 0.2
+    assert "processed" in stderr
