@@ -17,6 +17,7 @@ Open with `foxglove_mcap(path)`, which writes to a temporary file and renames it
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,10 +61,11 @@ RESULT_TOPIC = "/perception/result"
 
 CAMERA_FRAME = "camera"
 VEHICLE_FRAME = "base_link"
-# Nominal camera mount: 1.5 m above the vehicle origin, looking forward. The rotation takes the
-# optical frame (x right, y down, z forward) to the vehicle frame (x forward, y left, z up).
-CAMERA_HEIGHT_M = 1.5
-OPTICAL_TO_VEHICLE = Quaternion(x=-0.5, y=0.5, z=-0.5, w=0.5)
+# Nominal camera mount, used when no camera model is given: 1.5 m above the vehicle origin,
+# looking straight ahead. The rotation's columns are the optical axes (x right, y down,
+# z forward) in the vehicle frame (x forward, y left, z up).
+NOMINAL_POSITION = (0.0, 0.0, 1.5)
+OPTICAL_TO_VEHICLE = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 BOX_COLOR = Color(r=1.0, g=0.63, b=0.0, a=1.0)
 LANE_COLOR = Color(r=1.0, g=0.0, b=0.0, a=1.0)
@@ -80,7 +82,14 @@ JPEG_QUALITY = 85
 class FoxgloveWriter:
     """Writes one message per topic per frame; `finish()` writes the index and summary."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, camera_position: tuple[float, float, float] | None = None,
+                 camera_rotation: np.ndarray | None = None) -> None:
+        """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
+        the car for /tf; without them the nominal mount is written."""
+        position = camera_position if camera_position is not None else NOMINAL_POSITION
+        rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
+        self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
+                       quaternion(rotation))
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
         self._channels: dict[str, int] = {}
@@ -99,7 +108,7 @@ class FoxgloveWriter:
         self._put(IMAGE_TOPIC, ns, camera_image(frame, stamp))
         self._put(TF_TOPIC, ns, FrameTransform(
             timestamp=stamp, parent_frame_id=VEHICLE_FRAME, child_frame_id=CAMERA_FRAME,
-            translation=Vector3(x=0.0, y=0.0, z=CAMERA_HEIGHT_M), rotation=OPTICAL_TO_VEHICLE))
+            translation=self._mount[0], rotation=self._mount[1]))
         if result is None:
             return
         self._put(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
@@ -128,11 +137,11 @@ class FoxgloveWriter:
 
 
 @contextmanager
-def foxglove_mcap(path: str | Path) -> Iterator[FoxgloveWriter]:
+def foxglove_mcap(path: str | Path, **mount) -> Iterator[FoxgloveWriter]:
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
     normally; on an exception nothing is left under `path`."""
     with atomic_output(path) as temp, open(temp, "wb") as file:
-        writer = FoxgloveWriter(file)
+        writer = FoxgloveWriter(file, **mount)
         yield writer
         writer.finish()
 
@@ -197,3 +206,13 @@ def scene(plan: Any, stamp: Timestamp) -> SceneUpdate:
     entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
                          cubes=cubes)
     return SceneUpdate(entities=[entity])
+
+
+def quaternion(rotation: np.ndarray) -> Quaternion:
+    """A 3x3 rotation matrix as a unit quaternion."""
+    r = np.asarray(rotation, dtype=float)
+    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
+    return Quaternion(x=x, y=y, z=z, w=w)
