@@ -16,11 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pull = actions.add_parser("pull", help="download models into the cache (sha256-checked)")
     pull.add_argument("names", nargs="+", metavar="NAME")
     pull.add_argument("--force", action="store_true", help="fetch again even if cached")
-    info = actions.add_parser("info", help="a model's spec and where its file is")
-    info.add_argument("name", metavar="NAME", help="zoo name, spec .yaml or .onnx")
     pull.add_argument("--mirror", help="a folder or base URL laid out like the cache "
                                        "(default: $PERCEPTION_MODELS_MIRROR)")
-    parser.set_defaults(mirror=None)
+    info = actions.add_parser("info", help="a model's spec and where its file is")
+    info.add_argument("name", metavar="NAME", help="zoo name, spec .yaml or .onnx")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -110,14 +110,19 @@ class Perceiver:
         """(frame, result) pairs for a stream of frames, in order, up to `in_flight` at work.
 
         Reading the next frame (video decoding) overlaps with the models working on the
-        previous ones; its time is reported as the `read` stage.
+        previous ones; its time is reported as the `read` stage. A Ctrl-C while reading (how a
+        camera run ends) first finishes the frames already read, then raises.
         """
         in_flight = in_flight or 2 * self.workers
         pending: deque[PendingFrames] = deque()
         source = iter(frames)
+        interrupted = False
         while True:
             t0 = time.perf_counter()
-            frame = next(source, None)
+            try:
+                frame = next(source, None)
+            except KeyboardInterrupt:
+                frame, interrupted = None, True
             read_ms = (time.perf_counter() - t0) * 1e3
             if frame is None:
                 break
@@ -126,6 +131,8 @@ class Perceiver:
                 yield from self._pairs(pending.popleft())
         while pending:
             yield from self._pairs(pending.popleft())
+        if interrupted:
+            raise KeyboardInterrupt
 
     def _submit(self, frames: list[Frame], timings_ms: list[dict[str, float]] | None = None
                 ) -> PendingFrames:

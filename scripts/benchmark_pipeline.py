@@ -46,14 +46,16 @@ def cpu_seconds() -> float:
 
 # ---------------------------------------------------------------------------- ours
 
-def run_pipeline(video: str, frames: int | None) -> dict:
+def run_pipeline(video: str, frames: int | None, workers: int | None = None,
+                 in_flight: int | None = None) -> dict:
     from perception.frames import open_source
     from perception.pipeline import Perceiver
 
-    perceiver = Perceiver.from_names(MODELS)
+    perceiver = Perceiver.from_names(MODELS, workers=workers)
     timings, detections, masks = [], [], []
     cpu0, start = cpu_seconds(), time.perf_counter()
-    for _, result in perceiver.stream(itertools.islice(open_source(video), frames)):
+    source = itertools.islice(open_source(video), frames)
+    for _, result in perceiver.stream(source, in_flight=in_flight):
         timings.append(result.timings_ms)
         detections.append([(d.class_id, d.score, d.box) for d in result.detections])
         masks.append((np.packbits(result.drivable), np.packbits(result.lanes),
@@ -190,15 +192,19 @@ def main() -> int:
     parser.add_argument("--video", default=str(DEFAULT_VIDEO))
     parser.add_argument("--frames", type=int, default=None, help="first N frames (all)")
     parser.add_argument("--baseline-first", action="store_true")
+    parser.add_argument("--workers", type=int, help="pipeline threads (default: one per core)")
+    parser.add_argument("--in-flight", type=int, help="frames at work (default: 2 x workers)")
     args = parser.parse_args()
     if not Path(args.video).is_file():
         sys.exit(f"benchmark: {args.video}: no such video (set PERCEPTION_ASSETS)")
     os.environ.setdefault("PERCEPTION_MODELS_MIRROR", str(ASSETS / "models"))
 
-    order = [("baseline", run_baseline), ("pipeline", run_pipeline)]
+    order = [("baseline", run_baseline, ()),
+             ("pipeline", run_pipeline, (args.workers, args.in_flight))]
     if not args.baseline_first:
         order.reverse()
-    runs = {name: in_child(target, args.video, args.frames) for name, target in order}
+    runs = {name: in_child(target, args.video, args.frames, *extra)
+            for name, target, extra in order}
 
     cpu_model = next((line.split(":", 1)[1].strip() for line in
                       Path("/proc/cpuinfo").read_text().splitlines()

@@ -172,3 +172,29 @@ def test_overlay_draws_masks_and_boxes() -> None:
     assert tuple(drawn[80, 150]) == tuple(blended)
     assert tuple(drawn[80, 81]) == LANE_COLOUR
     assert tuple(drawn[25, 10]) != (100, 100, 100)  # the box's left edge
+
+
+def test_interrupt_keeps_complete_outputs(drives: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C is how a camera run ends: the frames done so far stay written, in full."""
+    import perception.run
+
+    still = drives / "udacity_lanelines_p1" / "solidWhiteRight.jpg"
+
+    def camera_then_ctrl_c(spec: str):
+        from perception.frames import Frame
+
+        image = cv2.imread(str(still))
+        for index in range(2):
+            yield Frame(image, timestamp=float(index), index=index, source="camera:0",
+                        name=f"{index:06d}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(perception.run, "open_source", camera_then_ctrl_c)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = run(["0", "--models", "fastestdet", "--json", str(out / "r.jsonl")], monkeypatch)
+    assert code == 130
+    assert "interrupted after 2 frames" in capsys.readouterr().err
+    assert [json.loads(line)["frame_index"] for line in (out / "r.jsonl").open()] == [0, 1]

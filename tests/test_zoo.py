@@ -236,3 +236,26 @@ def test_onnx_carrying_its_spec(tmp_path: Path, models_mirror: Path) -> None:
     spec, resolved = zoo.resolve(str(path))
     assert resolved == path and spec.name == "ours" and spec.decoder == "fastestdet"
     assert spec.input == zoo.get_spec("fastestdet").input
+
+
+def test_models_command(served: ModelServer, empty_cache: Path,
+                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    from perception.cli import main
+
+    def models(*argv: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["perception"])
+        code = main(["models", *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = models("list")
+    assert code == 0 and "yolox-nano" in out and "twinlitenet" in out and " no " in out
+    code, out, _ = models("pull", "fastestdet", "--mirror", served.url)
+    assert code == 0 and str(empty_cache / "fastestdet" / "FastestDet.onnx") in out
+    code, out, _ = models("info", "fastestdet")
+    assert code == 0 and "decoder: fastestdet" in out and "FastestDet.onnx" in out
+    assert "local_file: " + str(empty_cache) in out
+    code, _, err = models("pull", "nope")
+    assert code == 2 and err.startswith("perception: error: unknown model 'nope'")
