@@ -25,7 +25,7 @@ class InputSpec:
     pad_value: int = 114
     color: Literal["bgr", "rgb"] = "bgr"
     scale: float = 1.0 / 255.0  # multiply pixel values (0..255) by this first
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # then subtract, per channel in `color` order
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # then subtract (in `color` order)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # then divide
     interpolation: Literal["linear", "area", "nearest"] = "linear"
 

@@ -13,10 +13,11 @@ from typing import Literal
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Detection(BaseModel):
-    class_id: int = Field(description="Class index in the model's class list (COCO-80 for the zoo detectors)")
+    class_id: int = Field(description="Index in the model's class list (COCO-80 for the zoo)")
     label: str = Field(description="Class name")
     score: float = Field(ge=0.0, le=1.0)
     box: tuple[float, float, float, float] = Field(
@@ -55,12 +56,12 @@ class FrameResult(BaseModel):
     height: int
     detections: list[Detection] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(
-        default_factory=dict, description="Milliseconds per stage (preprocess, inference, decode...)")
+        default_factory=dict, description="Milliseconds per stage, keyed model/stage, and total")
     models: list[str] = Field(default_factory=list)
     masks: Masks | None = None
     # Runtime-only: uint8 0/1 masks at the segmentation model's resolution.
-    drivable: np.ndarray | None = Field(default=None, exclude=True)
-    lanes: np.ndarray | None = Field(default=None, exclude=True)
+    drivable: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)
+    lanes: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)
 
     def mask_at_frame_size(self, which: Literal["drivable", "lanes"]) -> np.ndarray | None:
         """uint8 0/1 mask resized (nearest) to the frame's width and height."""
