@@ -6,7 +6,8 @@
 // Read top to bottom: server status, inputs, still, stream, drawing.
 "use strict";
 
-const OUTPUTS = "detections,masks,plan,bev";
+const ALL_OUTPUTS = "detections,masks,plan,bev";
+const BASIC_OUTPUTS = "detections,masks";   // what a server without a camera or planner gives
 const JPEG_QUALITY = 0.85;
 const MAX_STREAM_WIDTH = 1280;   // larger video frames are scaled down before sending
 const READY_POLL_MS = 2000;
@@ -31,6 +32,17 @@ const bevCanvas = $("bev-canvas");
 const shown = { result: null, picture: null, masks: {}, bev: null };
 const stats = { results: 0, times: [], clientSkipped: 0, serverDropped: 0 };
 let serverReady = false;
+let outputs = ALL_OUTPUTS;
+let noPlanReason = null;   // the server's words when it cannot plan
+
+// A server started without a camera (or without the planner) refuses plan and bev with a 400
+// that says so: from then on ask only for detections and masks, and show why in the panel.
+function dropPlanOutputs(status, message) {
+  if (outputs === BASIC_OUTPUTS || status !== 400 || !/\b(plan|bev)\b/i.test(message)) return false;
+  outputs = BASIC_OUTPUTS;
+  noPlanReason = message;
+  return true;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Server status: readiness is polled; model names are fetched once the server is ready.
@@ -122,14 +134,17 @@ async function perceiveStill(file) {
   } catch {
     // The browser cannot decode it either; still ask the server, whose message says why.
   }
-  const started = performance.now();
   try {
-    const response = await fetch(`/v1/perceive?outputs=${OUTPUTS}`, {
-      method: "POST",
-      headers: { "Content-Type": file.type || "application/octet-stream" },
-      body: file,
-    });
-    const body = await response.json().catch(() => null);
+    let started, response, body;
+    do {
+      started = performance.now();
+      response = await fetch(`/v1/perceive?outputs=${outputs}`, {
+        method: "POST",
+        headers: { "Content-Type": file.type || "application/octet-stream" },
+        body: file,
+      });
+      body = await response.json().catch(() => null);
+    } while (!response.ok && body && dropPlanOutputs(response.status, body.error));
     if (!response.ok) {
       const reason = body && body.error ? body.error : `HTTP ${response.status}`;
       showMessage(`The server rejected ${file.name}: ${reason}`, "error");
@@ -192,7 +207,7 @@ function startStream(video, onStop) {
   clearMessage();
   resetStats();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/v1/stream?outputs=${OUTPUTS}`);
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/stream?outputs=${outputs}`);
   socket.binaryType = "arraybuffer";
   stream = { socket, video, grab: document.createElement("canvas"), sent: 0, inFlight: null,
              ended: false, onStop };
@@ -241,6 +256,16 @@ async function sendFrame(current) {
 
 async function onStreamMessage(current, data) {
   const message = JSON.parse(data);
+  if (message.error && message.sequence === undefined) {   // the stream itself was refused
+    if (dropPlanOutputs(message.status, message.error)) {
+      const onStop = current.onStop;
+      current.onStop = () => {};
+      startStream(current.video, onStop);
+    } else {
+      finishStream(`The server refused the stream: ${message.error}`);
+    }
+    return;
+  }
   const flight = current.inFlight;
   if (message.error) {
     showMessage(`Frame ${message.sequence ?? "?"} was rejected: ${message.error}`, "error");
@@ -354,7 +379,8 @@ function drawBoxes(context, detections, frameWidth) {
   const fontSize = Math.round(Math.max(12, frameWidth / 75));
   context.font = `600 ${fontSize}px system-ui, sans-serif`;
   context.textBaseline = "top";
-  for (const d of detections) {
+  // Lowest score first, so the surest boxes and their labels end up on top.
+  for (const d of [...detections].sort((a, b) => a.score - b.score)) {
     const [x1, y1, x2, y2] = d.box;
     const colour = CATEGORY_COLOURS[d.category] || OTHER_COLOUR;
     context.lineWidth = line;
@@ -500,6 +526,11 @@ function showControl(plan) {
   reasons.replaceChildren();
   if (!plan) {
     setPill(pill, "no plan", "pill-unknown");
+    if (noPlanReason) {
+      const item = document.createElement("li");
+      item.textContent = noPlanReason;
+      reasons.append(item);
+    }
     for (const id of ["steer", "throttle", "brake", "speed"]) $(id).textContent = "–";
     for (const id of ["steer-bar", "throttle-bar", "brake-bar"]) $(id).style.width = "0";
     return;
@@ -562,21 +593,38 @@ function listDetections(detections) {
 // ---------------------------------------------------------------------------------------------
 // Status strip and messages.
 
+// Stage times come as "model/stage" (per model) or "stage" (whole frame); grouped per model.
 function showTimings(timings, roundTripMs) {
-  const parts = Object.entries(timings).map(([stage, ms]) => [stage, ms]);
-  if (roundTripMs !== null && roundTripMs !== undefined) parts.push(["round trip", roundTripMs]);
+  const groups = new Map();
+  const entries = Object.entries(timings);
+  if (roundTripMs !== null && roundTripMs !== undefined) entries.push(["round trip", roundTripMs]);
+  for (const [key, ms] of entries) {
+    const cut = key.lastIndexOf("/");
+    const group = cut < 0 ? "" : key.slice(0, cut);
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push([key, key.slice(cut + 1), ms]);
+  }
   const latency = $("latency");
   latency.replaceChildren();
-  parts.forEach(([stage, ms], i) => {
-    const span = document.createElement("span");
-    span.className = "stage-time";
-    span.dataset.stage = stage;
-    span.append(`${i ? " · " : ""}${stage} `);
-    const value = document.createElement("b");
-    value.textContent = `${ms.toFixed(ms < 10 ? 1 : 0)} ms`;
-    span.append(value);
-    latency.append(span);
-  });
+  for (const [group, stages] of [...groups].sort(([a], [b]) => (a === "") - (b === ""))) {
+    const box = document.createElement("span");
+    box.className = "stage-group";
+    if (group) {
+      const name = document.createElement("em");
+      name.textContent = group;
+      box.append(name);
+    }
+    for (const [key, stage, ms] of stages) {
+      const item = document.createElement("span");
+      item.className = "stage-time";
+      item.dataset.stage = key;
+      const value = document.createElement("b");
+      value.textContent = ms.toFixed(ms < 10 ? 1 : 0);
+      item.append(`${stage} `, value);
+      box.append(item);
+    }
+    latency.append(box);
+  }
 }
 
 function updateStats() {
