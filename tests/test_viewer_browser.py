@@ -236,3 +236,31 @@ def test_corrupt_files_show_a_clear_message(page, server: str, tmp_path: Path,
     page.wait_for_function(
         "document.getElementById('message').textContent.includes('cannot play broken.mp4')")
     assert page.evaluate("document.body.dataset.results") == "0"
+
+
+def test_not_ready_server_is_reported(browser, models_mirror: Path, assets: Path) -> None:
+    """While the models load, the page says so and a still gets the server's 503 message."""
+    gate = threading.Event()
+
+    def slow_perceiver() -> Perceiver:
+        gate.wait(timeout=60)
+        return Perceiver.from_names(MODELS)
+
+    service = Service(ServeConfig(models=MODELS), slow_perceiver)
+    with live_server(create_app(service)) as url:
+        page = browser.new_page()
+        try:
+            page.goto(f"{url}/")
+            page.wait_for_selector("#ready.pill-warn", timeout=15_000)
+            assert page.inner_text("#ready") == "server loading"
+            expected = api_perceive(url, (assets / STILL).read_bytes(), "image/jpeg", "detections")
+            assert expected.status_code == 503
+            page.set_input_files("#file-input", str(assets / STILL))
+            message = page.locator("#message.error")
+            message.wait_for(timeout=15_000)
+            assert message.inner_text().endswith(expected.json()["error"])
+            gate.set()
+            page.wait_for_selector("#ready.pill-ok", timeout=30_000)
+        finally:
+            gate.set()
+            page.close()

@@ -110,7 +110,10 @@ document.addEventListener("drop", (event) => {
 $("webcam").addEventListener("click", startWebcam);
 $("stop").addEventListener("click", () => stopStream("Stopped."));
 for (const id of ["layer-drivable", "layer-lanes", "layer-boxes", "layer-path"]) {
-  $(id).addEventListener("change", drawOverlay);
+  $(id).addEventListener("change", () => {
+    drawOverlay();
+    if (shown.result) drawBev();
+  });
 }
 
 function openFile(file) {
@@ -397,10 +400,10 @@ function drawBoxes(context, detections, frameWidth) {
   }
 }
 
-// The plan's waypoints are in the vehicle frame (metres); the camera picture shows them only
-// when the server also sends their pixel positions (`image_points`).
+// The plan's waypoints are in the vehicle frame (metres); the camera picture shows the path only
+// when the server also sends it in frame pixels (`plan.image_path`, [[u, v], ...]).
 function drawImagePath(context, plan) {
-  const points = plan && plan.image_points;
+  const points = plan && plan.image_path;
   if (!points || points.length < 2) return;
   context.lineWidth = Math.max(4, overlayCanvas.width / 200);
   context.lineCap = "round";
@@ -439,12 +442,12 @@ function drawBev() {
   }
   drawBevGrid(context, toPx, area, scale);
   drawBevObstacles(context, toPx, (plan && plan.obstacles) || [], scale);
-  if (plan && plan.waypoints && plan.waypoints.length > 1) {
+  if ($("layer-path").checked && plan && plan.waypoints && plan.waypoints.length) {
     context.strokeStyle = PATH_COLOUR;
     context.lineWidth = 3;
     context.lineCap = "round";
     context.beginPath();
-    plan.waypoints.forEach(([x, y], i) => {
+    [[0, 0], ...plan.waypoints].forEach(([x, y], i) => {
       const [u, v] = toPx(x, y);
       if (i) context.lineTo(u, v); else context.moveTo(u, v);
     });
@@ -461,7 +464,7 @@ function drawBev() {
 }
 
 function drawBevGrid(context, toPx, { x_range: [xMin, xMax], y_range: [yMin, yMax] }, scale) {
-  const step = niceStep(22 / scale);
+  const step = niceStep(50 / scale);
   context.lineWidth = 1;
   context.font = "10px system-ui, sans-serif";
   context.fillStyle = "rgba(200, 212, 224, 0.75)";
@@ -470,7 +473,11 @@ function drawBevGrid(context, toPx, { x_range: [xMin, xMax], y_range: [yMin, yMa
     const [u1] = toPx(x, yMin);
     context.strokeStyle = x === 0 ? "rgba(200,212,224,0.45)" : "rgba(200,212,224,0.14)";
     line(context, u0, v, u1, v);
-    if (x % (2 * step) === 0) context.fillText(`${x} m`, u0 + 3, v - 3);
+    if (x % (2 * step) === 0) {
+      context.textAlign = "right";   // the server's picture labels its own grid on the left
+      context.fillText(`${x} m`, u1 - 3, v - 3);
+      context.textAlign = "start";
+    }
   }
   for (let y = Math.ceil(yMin / step) * step; y <= yMax; y += step) {
     const [u, v0] = toPx(xMax, y);
