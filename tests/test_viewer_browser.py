@@ -264,3 +264,31 @@ def test_not_ready_server_is_reported(browser, models_mirror: Path, assets: Path
         finally:
             gate.set()
             page.close()
+
+
+def test_api_key_is_asked_for_and_used(browser, models_mirror: Path, assets: Path) -> None:
+    """With --api-key-file the page asks for the key, then sends it over HTTP and WebSocket."""
+    service = Service(ServeConfig(models=MODELS, api_keys=("s3cret",)),
+                      lambda: Perceiver.from_names(MODELS))
+    with live_server(create_app(service)) as url:
+        page = browser.new_page()
+        try:
+            page.goto(f"{url}/")
+            page.wait_for_selector("#ready.pill-ok", timeout=60_000)
+            page.wait_for_selector("#api-key", state="visible")
+            assert page.inner_text("#models") == "API key needed"
+            page.click("#webcam")
+            page.wait_for_selector("#message.error")
+            assert page.inner_text("#message") == (
+                "The server refused the stream: missing or wrong API key.")
+
+            page.fill("#api-key", "s3cret")
+            page.press("#api-key", "Enter")
+            page.wait_for_function("document.getElementById('models').dataset.loaded === '1'")
+            page.set_input_files("#file-input", str(assets / STILL))
+            page.wait_for_function("document.body.dataset.results === '1'", timeout=30_000)
+            page.click("#webcam")
+            page.wait_for_function("Number(document.body.dataset.results) >= 2", timeout=30_000)
+            page.click("#stop")
+        finally:
+            page.close()

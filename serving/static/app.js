@@ -34,6 +34,25 @@ const stats = { results: 0, times: [], clientSkipped: 0, serverDropped: 0 };
 let serverReady = false;
 let outputs = ALL_OUTPUTS;
 let noPlanReason = null;   // the server's words when it cannot plan
+let apiKey = sessionStorage.getItem("perception-api-key") || "";
+
+// A server started with --api-key-file answers 401 on /v1/*: ask for the key, once per tab.
+function keyHeaders() {
+  return apiKey ? { "x-api-key": apiKey } : {};
+}
+
+function askForKey() {
+  const input = $("api-key");
+  input.hidden = false;
+  input.focus();
+}
+
+$("api-key").addEventListener("change", (event) => {
+  apiKey = event.target.value.trim();
+  sessionStorage.setItem("perception-api-key", apiKey);
+  clearMessage();
+  loadModels();
+});
 
 // A server started without a camera (or without the planner) refuses plan and bev with a 400
 // that says so: from then on ask only for detections and masks, and show why in the panel.
@@ -68,7 +87,11 @@ async function pollReadiness() {
 
 async function loadModels() {
   try {
-    const response = await fetch("/v1/models");
+    const response = await fetch("/v1/models", { headers: keyHeaders() });
+    if (response.status === 401) {
+      $("models").textContent = "API key needed";
+      askForKey();
+    }
     if (!response.ok) return;
     const { models } = await response.json();
     $("models").textContent = models.map((m) => m.name).join(", ") || "none";
@@ -143,12 +166,13 @@ async function perceiveStill(file) {
       started = performance.now();
       response = await fetch(`/v1/perceive?outputs=${outputs}`, {
         method: "POST",
-        headers: { "Content-Type": file.type || "application/octet-stream" },
+        headers: { "Content-Type": file.type || "application/octet-stream", ...keyHeaders() },
         body: file,
       });
       body = await response.json().catch(() => null);
     } while (!response.ok && body && dropPlanOutputs(response.status, body.error));
     if (!response.ok) {
+      if (response.status === 401) askForKey();
       const reason = body && body.error ? body.error : `HTTP ${response.status}`;
       showMessage(`The server rejected ${file.name}: ${reason}`, "error");
       return;
@@ -165,7 +189,7 @@ async function perceiveStill(file) {
 // ---------------------------------------------------------------------------------------------
 // A stream: frames of a <video> (a file or the webcam) over the WebSocket, one in flight.
 
-let stream = null;   // {socket, video, grab, sent, inFlight, ended, onStop}
+let stream = null;   // {socket, video, grab, sent, inFlight, opened, ended, onStop}
 
 async function startVideo(file) {
   const video = document.createElement("video");
@@ -210,19 +234,28 @@ function startStream(video, onStop) {
   clearMessage();
   resetStats();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/v1/stream?outputs=${outputs}`);
+  const key = apiKey ? `&api_key=${encodeURIComponent(apiKey)}` : "";
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/stream?outputs=${outputs}${key}`);
   socket.binaryType = "arraybuffer";
   stream = { socket, video, grab: document.createElement("canvas"), sent: 0, inFlight: null,
-             ended: false, onStop };
+             opened: false, ended: false, onStop };
   const mine = stream;
   socket.onmessage = (event) => onStreamMessage(mine, event.data);
-  socket.onerror = () => { if (stream === mine) showMessage("The stream connection failed.", "error"); };
-  socket.onclose = (event) => {
+  socket.onclose = async (event) => {
     if (stream !== mine) return;
+    if (!mine.opened) {   // refused before the handshake: the browser is told no reason
+      const check = await fetch("/v1/models", { headers: keyHeaders() }).catch(() => null);
+      if (stream !== mine) return;
+      const noKey = check !== null && check.status === 401;
+      if (noKey) askForKey();
+      finishStream(`The server refused the stream${noKey ? ": missing or wrong API key" : ""}.`);
+      return;
+    }
     const why = event.reason ? `: ${event.reason}` : "";
     finishStream(mine.ended ? null : `The server closed the stream (code ${event.code})${why}.`);
   };
   socket.onopen = () => {
+    mine.opened = true;
     video.play().catch((error) => showMessage(`Cannot play: ${error.message}`, "error"));
     video.requestVideoFrameCallback(() => onVideoFrame(mine));
   };
@@ -454,13 +487,6 @@ function drawBev() {
     context.stroke();
   }
   drawEgo(context, toPx, scale);
-  if (!plan) {
-    context.fillStyle = "#8a96a3";
-    context.font = "13px system-ui, sans-serif";
-    context.textAlign = "center";
-    context.fillText("the server sent no plan", cssWidth / 2, cssHeight / 2);
-    context.textAlign = "start";
-  }
 }
 
 function drawBevGrid(context, toPx, { x_range: [xMin, xMax], y_range: [yMin, yMax] }, scale) {
@@ -533,11 +559,9 @@ function showControl(plan) {
   reasons.replaceChildren();
   if (!plan) {
     setPill(pill, "no plan", "pill-unknown");
-    if (noPlanReason) {
-      const item = document.createElement("li");
-      item.textContent = noPlanReason;
-      reasons.append(item);
-    }
+    const item = document.createElement("li");
+    item.textContent = noPlanReason || "the server sent no plan";
+    reasons.append(item);
     for (const id of ["steer", "throttle", "brake", "speed"]) $(id).textContent = "–";
     for (const id of ["steer-bar", "throttle-bar", "brake-bar"]) $(id).style.width = "0";
     return;
