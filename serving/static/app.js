@@ -110,6 +110,7 @@ function setPill(element, text, kind) {
 // ---------------------------------------------------------------------------------------------
 // Inputs: the file picker, drag and drop anywhere on the page, the webcam and stop.
 
+$("open").addEventListener("click", () => $("file-input").click());
 $("file-input").addEventListener("change", (event) => {
   const file = event.target.files[0];
   event.target.value = "";   // picking the same file again still fires "change"
@@ -132,6 +133,9 @@ document.addEventListener("drop", (event) => {
 
 $("webcam").addEventListener("click", startWebcam);
 $("stop").addEventListener("click", () => stopStream("Stopped."));
+window.addEventListener("resize", () => {
+  if (shown.result) drawBev();
+});
 for (const id of ["layer-drivable", "layer-lanes", "layer-boxes", "layer-path"]) {
   $(id).addEventListener("change", () => {
     drawOverlay();
@@ -147,9 +151,12 @@ function openFile(file) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A still: one POST with the file's bytes as the body.
+// A still: one POST with the file's bytes as the body. Only the latest still's answer is shown.
+
+let stillTicket = 0;
 
 async function perceiveStill(file) {
+  const ticket = ++stillTicket;
   stopStream();
   clearMessage();
   if (!serverReady) showMessage("The server is not ready yet (models loading); trying anyway…", "info");
@@ -171,6 +178,7 @@ async function perceiveStill(file) {
       });
       body = await response.json().catch(() => null);
     } while (!response.ok && body && dropPlanOutputs(response.status, body.error));
+    if (ticket !== stillTicket || stream) return;   // another file was opened meanwhile
     if (!response.ok) {
       if (response.status === 401) askForKey();
       const reason = body && body.error ? body.error : `HTTP ${response.status}`;
@@ -182,7 +190,7 @@ async function perceiveStill(file) {
   } catch (error) {
     showMessage(`Could not reach the server: ${error.message}`, "error");
   } finally {
-    setBusy(false);
+    if (ticket === stillTicket) setBusy(false);
   }
 }
 
