@@ -12,7 +12,7 @@ const JPEG_QUALITY = 0.85;
 const MAX_STREAM_WIDTH = 1280;   // larger video frames are scaled down before sending
 const READY_POLL_MS = 2000;
 const FPS_WINDOW_MS = 3000;
-const BEV_DEFAULT = { x_range: [0, 40], y_range: [-12, 12] };   // metres, when no bev is sent
+const BEV_DEFAULT = { x_range: [0, 40], y_range: [-10, 10] };   // metres, when no bev is sent
 
 const MASK_COLOURS = { drivable: [46, 204, 113, 90], lanes: [255, 210, 63, 235] };
 const CATEGORY_COLOURS = {
@@ -42,17 +42,21 @@ function keyHeaders() {
 }
 
 function askForKey() {
-  const input = $("api-key");
-  input.hidden = false;
-  input.focus();
+  $("key-form").hidden = false;
+  $("api-key").focus();
 }
 
-$("api-key").addEventListener("change", (event) => {
-  apiKey = event.target.value.trim();
+function useKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (key === apiKey) return;
+  apiKey = key;
   sessionStorage.setItem("perception-api-key", apiKey);
   clearMessage();
   loadModels();
-});
+}
+$("key-form").addEventListener("submit", useKey);
+$("api-key").addEventListener("change", useKey);
 
 // A server started without a camera (or without the planner) refuses plan and bev with a 400
 // that says so: from then on ask only for detections and masks, and show why in the panel.
@@ -133,13 +137,11 @@ document.addEventListener("drop", (event) => {
 
 $("webcam").addEventListener("click", startWebcam);
 $("stop").addEventListener("click", () => stopStream("Stopped."));
-window.addEventListener("resize", () => {
-  if (shown.result) drawBev();
-});
+window.addEventListener("resize", drawBev);
 for (const id of ["layer-drivable", "layer-lanes", "layer-boxes", "layer-path"]) {
   $(id).addEventListener("change", () => {
     drawOverlay();
-    if (shown.result) drawBev();
+    drawBev();
   });
 }
 
@@ -459,8 +461,8 @@ function drawImagePath(context, plan) {
 // y_range; the grid, obstacles and path are drawn on top in the same metres.
 function drawBev() {
   const { result, bev } = shown;
-  const plan = result.plan;
-  const area = result.bev || BEV_DEFAULT;
+  const plan = result ? result.plan : null;
+  const area = (result && result.bev) || BEV_DEFAULT;
   const [xMin, xMax] = area.x_range;
   const [yMin, yMax] = area.y_range;
   const ratio = window.devicePixelRatio || 1;
@@ -699,4 +701,5 @@ function setBusy(busy) {
   $("busy").hidden = !busy;
 }
 
+drawBev();
 pollReadiness();
