@@ -42,6 +42,7 @@ CHROMIUM_ARGS = [
 STILL = Path("drives/bdd100k_frames/yolop/adb4871d-4d063244.jpg")
 MODELS = ["yolox-nano", "twinlitenet"]
 CAR_BLUE = (0x4F, 0xC3, 0xF7)  # CATEGORY_COLOURS.car in app.js
+PATH_MAGENTA = (0xFF, 0x4F, 0xD8)  # PATH_COLOUR in app.js
 
 
 @contextmanager
@@ -156,9 +157,9 @@ def test_still_shows_the_apis_boxes_and_draws_the_overlay(page, server: str, ass
     assert drivable.sum() > 0.02 * drivable.size
     assert (drawn & drivable).sum() >= 0.99 * drivable.sum()
     assert (drawn & ~drivable).sum() > 0  # lanes and boxes outside it
-    car = next(d for d in wanted if d["label"] == "car")
+    car = next(d for d in wanted if d["label"] == "car")  # the surest car is drawn last, on top
     x1, y1, x2, y2 = car["box"]
-    edge = overlay[int((y1 + y2) / 2), round(x1)]
+    edge = overlay[int((y1 + y2) / 2), int(x1)]  # inside the >= 2.8 px stroke centred on x1
     assert np.abs(edge[:3].astype(int) - CAR_BLUE).max() <= 2 and edge[3] == 255
 
     # The status strip shows the models, the stages the server timed, and the plan panel either
@@ -170,6 +171,9 @@ def test_still_shows_the_apis_boxes_and_draws_the_overlay(page, server: str, ass
         steer = expected["plan"]["control"]["steer"]
         assert page.inner_text("#steer") == f"{steer:+.2f}"
         assert page.inner_text("#plan-status") == expected["plan"]["status"].replace("_", " ")
+        if expected["plan"]["waypoints"]:  # the path is drawn in the bird's-eye panel
+            bev = canvas_rgba(page, "bev-canvas")
+            assert (np.abs(bev[..., :3].astype(int) - PATH_MAGENTA).max(axis=-1) <= 2).sum() > 20
     else:
         assert page.inner_text("#plan-status") == "no plan"
         assert "plan" in page.inner_text("#plan-reasons")
@@ -177,7 +181,7 @@ def test_still_shows_the_apis_boxes_and_draws_the_overlay(page, server: str, ass
 
     # Layers can be switched off: without boxes the box edge is no longer drawn.
     page.uncheck("#layer-boxes")
-    assert canvas_rgba(page, "overlay-canvas")[int((y1 + y2) / 2), round(x1)][3] < 255
+    assert canvas_rgba(page, "overlay-canvas")[int((y1 + y2) / 2), int(x1)][3] < 255
 
 
 def test_video_streams_frames_one_in_flight(page, video_path: Path, artefacts: Path) -> None:
@@ -193,10 +197,13 @@ def test_video_streams_frames_one_in_flight(page, video_path: Path, artefacts: P
     page.set_input_files("#file-input", str(video_path))
     page.wait_for_function("Number(document.body.dataset.results) >= 4", timeout=60_000)
     assert page.eval_on_selector("#overlay-canvas", "c => [c.width, c.height]") == [960, 540]
-    assert float(page.inner_text("#fps")) > 0
     page.screenshot(path=str(artefacts / "video.png"))
-    page.click("#stop")
-    assert page.inner_text("#message") == "Stopped."
+    if page.is_enabled("#stop"):  # a slow server may see the 8.8 s clip end first
+        assert float(page.inner_text("#fps")) > 0
+        page.click("#stop")
+        assert page.inner_text("#message") == "Stopped."
+    else:
+        assert page.inner_text("#message").startswith("Video finished: ")
 
     # Never more than one frame in flight: sends and answers alternate, the server answers
     # every frame in order and drops none; frames the video showed meanwhile were skipped.
