@@ -467,7 +467,8 @@ function drawBev() {
   const [yMin, yMax] = area.y_range;
   const ratio = window.devicePixelRatio || 1;
   const cssWidth = bevCanvas.clientWidth || 316;
-  const cssHeight = Math.round(cssWidth * 0.95);
+  const tall = Math.min(1.15, Math.max(0.75, (xMax - xMin) / (yMax - yMin)));
+  const cssHeight = Math.round(cssWidth * tall);
   bevCanvas.width = Math.round(cssWidth * ratio);
   bevCanvas.height = Math.round(cssHeight * ratio);
   const context = bevCanvas.getContext("2d");
@@ -535,8 +536,8 @@ function line(context, u0, v0, u1, v1) {
   context.stroke();
 }
 
+// Outlines only: the labels of a dozen parked cars would hide the road.
 function drawBevObstacles(context, toPx, obstacles, scale) {
-  context.font = "11px system-ui, sans-serif";
   for (const o of obstacles) {
     const width = Math.max(o.width || 1.8, 0.5);
     const length = o.length || 4.0;   // boxes give the near edge; a car is about 4 m long
@@ -546,8 +547,6 @@ function drawBevObstacles(context, toPx, obstacles, scale) {
     context.lineWidth = 1.5;
     context.fillRect(u, v, width * scale, length * scale);
     context.strokeRect(u, v, width * scale, length * scale);
-    context.fillStyle = "#ffb3b3";
-    context.fillText(o.label || "obstacle", u + width * scale + 3, v + 10);
   }
 }
 
