@@ -311,13 +311,14 @@ def carla_camera(width: int, height: int, fov_deg: float, x: float, y: float, z:
                  roll: float = 0.0, pitch: float = 0.0, yaw: float = 0.0) -> CameraModel:
     """A CARLA `sensor.camera.rgb` from its attributes and its transform relative to the car.
 
-    CARLA (Unreal) uses x forward, y right, z up and pitch > 0 looking up; our frame has y left
-    and pitch > 0 looking down, so y, roll, pitch and yaw change sign. CARLA's pinhole has no
-    distortion and a horizontal field of view `fov_deg`; pixels are square.
+    CARLA (Unreal) uses x forward, y right, z up, pitch > 0 looking up and yaw > 0 turning right;
+    our frame has y left, pitch > 0 looking down and yaw > 0 turning left, so y, pitch and yaw
+    change sign. Roll keeps its sign: Unreal's roll > 0 is clockwise seen from behind, as ours.
+    CARLA's pinhole has no distortion and a horizontal field of view `fov_deg`; pixels are square.
     """
     if not 0.0 < fov_deg < 180.0:
         raise CameraError(f"CARLA fov must be between 0 and 180 degrees, got {fov_deg:g}")
     f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
     K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
     return CameraModel(int(width), int(height), K, np.zeros(5),
-                       Mount(x=x, y=-y, z=z, roll=-roll, pitch=-pitch, yaw=-yaw))
+                       Mount(x=x, y=-y, z=z, roll=roll, pitch=-pitch, yaw=-yaw))
