@@ -27,7 +27,7 @@ import yaml
 from perception.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
-from sim_bridge.driving import CarGeometry, planner_driver
+from sim_bridge.driving import CarGeometry, planner_driver, planning_perceiver
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 EARTH_RADIUS_M = 6378137.0
@@ -83,13 +83,11 @@ class PerceptionAgent(AutonomousAgent):
                 raise PerceptionError(f"agent config {path}: no such file")
             config = yaml.safe_load(path.read_text()) or {}
         self.camera = CameraSpec.parse(str(config.get("camera", "640x360,90")))
-        from perception.pipeline import Perceiver
-
-        self.perceiver = Perceiver.from_names(list(config.get("models",
-                                                              ["yolox-nano", "twinlitenet"])))
+        self.perceiver, detects = planning_perceiver(
+            list(config.get("models", ["yolox-nano", "twinlitenet"])))
         car = CarGeometry(**{key: float(config[key]) for key in CarGeometry.__dataclass_fields__
                              if key in config})
-        self.driver = planner_driver(self.camera, car)
+        self.driver = planner_driver(self.camera, car, detects)
         self.route_index = 0
         self.steps = 0
 
