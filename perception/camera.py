@@ -219,27 +219,37 @@ def from_dict(data: object, where: str = "camera") -> CameraModel:
     mount_missing = [k for k in ("x", "y", "z", "roll", "pitch", "yaw") if k not in mount]
     if mount_missing:
         raise CameraError(f"{where}: mount is missing {', '.join(mount_missing)}")
-    try:
-        width, height = data["width"], data["height"]
-        if isinstance(width, bool) or isinstance(height, bool) or \
-                int(width) != width or int(height) != height:
-            raise ValueError("width and height must be whole numbers")
-        K = np.array(data["K"], dtype=object)
-        if K.shape != (3, 3):
-            raise CameraError(f"{where}: K must be a 3x3 list of numbers, got {data['K']!r}")
-        K = K.astype(np.float64)
-        dist = np.array(data["dist"] or [], dtype=np.float64)
-        mount_values = {k: float(mount[k]) for k in ("x", "y", "z", "roll", "pitch", "yaw")}
-    except (TypeError, ValueError) as error:
-        raise CameraError(f"{where}: {error}") from error
-    if K.shape != (3, 3):
-        raise CameraError(f"{where}: K must be a 3x3 list of numbers, got shape {list(K.shape)}")
-    if dist.ndim != 1:
-        raise CameraError(f"{where}: dist must be a flat list of numbers")
+    width, height = data["width"], data["height"]
+    if isinstance(width, bool) or isinstance(height, bool) or not all(
+            isinstance(v, int | float) and float(v).is_integer() for v in (width, height)):
+        raise CameraError(f"{where}: width and height must be whole numbers, got "
+                          f"{width!r} and {height!r}")
+    K = _floats(data["K"])
+    if K is None or K.shape != (3, 3):
+        raise CameraError(f"{where}: K must be a 3x3 list of numbers, got {data['K']!r}")
+    dist = _floats(data["dist"] or [])
+    if dist is None or dist.ndim != 1:
+        raise CameraError(f"{where}: dist must be a flat list of numbers, got {data['dist']!r}")
+    mount_values = {}
+    for key in ("x", "y", "z", "roll", "pitch", "yaw"):
+        value = _floats(mount[key])
+        if value is None or value.ndim != 0 or isinstance(mount[key], bool):
+            raise CameraError(f"{where}: mount.{key} must be a number, got {mount[key]!r}")
+        mount_values[key] = float(value)
     try:
         return CameraModel(int(width), int(height), K, dist, Mount(**mount_values))
     except CameraError as error:
         raise CameraError(f"{where}: {error}") from error
+
+
+def _floats(value: object) -> np.ndarray | None:
+    """`value` as a float64 array; None when it is not numbers (text, ragged lists, None)."""
+    if value is None:
+        return None
+    try:
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 def load_camera(path: str | Path) -> CameraModel:

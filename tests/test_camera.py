@@ -135,6 +135,11 @@ def write(tmp_path, **changes):
     ({"K": [[900.0, 0, 2000], [0, 880.0, 270], [0, 0, 1]]}, "principal point"),
     ({"mount": None}, "missing key(s) mount"),
     ({"K": "nine hundred"}, "K must be a 3x3"),
+    ({"yaw": "left"}, "mount.yaw must be a number, got 'left'"),
+    ({"pitch": None}, "mount.pitch must be a number, got None"),
+    ({"dist": "none"}, "dist must be a flat list of numbers, got 'none'"),
+    ({"dist": 5}, "dist must be a flat list of numbers, got 5"),
+    ({"height": "tall"}, "width and height must be whole numbers"),
 ])
 def test_bad_camera_files(tmp_path, changes, message):
     with pytest.raises(CameraError, match=message.replace("(", r"\(").replace(")", r"\)")):
