@@ -117,7 +117,10 @@ def expand(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise CalibrationError(f"{path}: no images in this folder")
+            paths.extend(images)
         else:
             paths.append(path)
     return paths

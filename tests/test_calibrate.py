@@ -104,4 +104,7 @@ def test_bad_arguments(chessboards, tmp_path, capsys):
     assert "found in only 1 image(s)" in capsys.readouterr().err
     assert cli_main(["calibrate", str(tmp_path / "none.jpg"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["calibrate", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "empty: no images in this folder" in capsys.readouterr().err
     assert not out.exists()
