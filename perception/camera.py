@@ -317,6 +317,13 @@ def read_kitti_calib(path: str | Path, width: int = 1242, height: int = 375) -> 
     return CameraModel(width, height, K, np.zeros(5), Mount.from_rotation(rotation, position))
 
 
+def fov_intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
+    """K of an ideal pinhole (CARLA's cameras): square pixels, principal point at the image
+    centre, f = width / (2 tan(fov / 2)) for the horizontal field of view `fov_deg`."""
+    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
 def carla_camera(width: int, height: int, fov_deg: float, x: float, y: float, z: float,
                  roll: float = 0.0, pitch: float = 0.0, yaw: float = 0.0) -> CameraModel:
     """A CARLA `sensor.camera.rgb` from its attributes and its transform relative to the car.
@@ -328,7 +335,5 @@ def carla_camera(width: int, height: int, fov_deg: float, x: float, y: float, z:
     """
     if not 0.0 < fov_deg < 180.0:
         raise CameraError(f"CARLA fov must be between 0 and 180 degrees, got {fov_deg:g}")
-    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-    return CameraModel(int(width), int(height), K, np.zeros(5),
+    return CameraModel(int(width), int(height), fov_intrinsics(width, height, fov_deg), np.zeros(5),
                        Mount(x=x, y=-y, z=z, roll=roll, pitch=-pitch, yaw=-yaw))

@@ -22,11 +22,11 @@ from typing import Any
 
 import carla
 
+from perception.camera import fov_intrinsics
 from perception.frames import Frame
 from perception.results import FrameResult
 from sim_bridge import ground_truth
 from sim_bridge.driving import camera_model
-from sim_bridge.geometry import intrinsics
 from sim_bridge.metrics import DrivingMetrics
 from sim_bridge.recording import SimRecorder, recording
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_bgr
@@ -212,6 +212,6 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
                  "control": {"steer": control.steer, "throttle": control.throttle,
                              "brake": control.brake},
                  "perception_ms": perception_ms, "control_ms": control_ms}
-        recorder.frame(frame, intrinsics(width, height, config.camera.fov), result, state,
+        recorder.frame(frame, fov_intrinsics(width, height, config.camera.fov), result, state,
                        truth)
     return plan

@@ -38,9 +38,10 @@ import cv2
 import numpy as np
 
 from perception import vehicle_model
+from perception.camera import fov_intrinsics
 from perception.results import Control
 from perception.vehicle_model import VehicleParams, VehicleState
-from sim_bridge.geometry import compose, ground_points, intrinsics, project
+from sim_bridge.geometry import compose, ground_points, project
 
 TAG = carla.CityObjectLabel
 RGB_OF_TAG = {  # BGR colours of the rendered scene
@@ -524,7 +525,7 @@ class FakeSensor(FakeActor):
         tags = self._world._scenario.tags(wx, wy)
         tags[~hit] = int(TAG.Sky)
         camera = self.get_transform()
-        K = intrinsics(width, height, fov)
+        K = fov_intrinsics(width, height, fov)
         others = [v for v in self._world._vehicles() if v is not self._parent]
         boxes = []
         for vehicle in others:

@@ -17,9 +17,10 @@ from typing import Any
 import carla
 import numpy as np
 
+from perception.camera import fov_intrinsics
 from perception.frames import Frame
 from perception.results import Detection, FrameResult
-from sim_bridge.geometry import intrinsics, project
+from sim_bridge.geometry import project
 from sim_bridge.sensors import image_tags
 
 TAG = carla.CityObjectLabel
@@ -46,7 +47,7 @@ def actor_boxes(world: Any, camera: Any, tags: np.ndarray | None = None) -> list
     """2-D boxes (frame pixels) of the vehicles and walkers the camera sees."""
     width = int(camera.attributes["image_size_x"])
     height = int(camera.attributes["image_size_y"])
-    K = intrinsics(width, height, float(camera.attributes["fov"]))
+    K = fov_intrinsics(width, height, float(camera.attributes["fov"]))
     pose = camera.get_transform()
     own = camera.parent.id if camera.parent is not None else None
     detections = []
