@@ -345,7 +345,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     if result is None:
         return safe_stop(["no perception result"], state, now, dt, config)
     age = now - result.timestamp
-    if age > config.deadline_s:
+    if not age <= config.deadline_s:  # `not <=`: a NaN timestamp is stale too, never fresh
         return safe_stop([f"perception is stale: {age:.2f} s old (deadline "
                           f"{config.deadline_s:.2f} s)"], state, now, dt, config)
     if result.drivable is None:

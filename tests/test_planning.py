@@ -102,6 +102,7 @@ def test_empty_perception_is_a_safe_stop():
     (None, 0.0, "no perception result"),
     (empty_result(drivable=False), 0.0, "no drivable-area mask (is a segmentation model loaded?)"),
     (empty_result(now=10.0), 10.8, "perception is stale: 0.80 s old (deadline 0.50 s)"),
+    (empty_result(now=float("nan")), 0.0, "perception is stale: nan s old (deadline 0.50 s)"),
 ])
 def test_missing_or_stale_perception(result, now, reason):
     plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=now, speed_mps=10.0).plan
