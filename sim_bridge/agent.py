@@ -41,7 +41,8 @@ except ImportError:
     Track = None
 
     class AutonomousAgent:  # the Leaderboard's base class, reduced to what we use
-        def __init__(self, carla_host: str = "", carla_port: int = 0, debug: bool = False):
+        def __init__(self, carla_host: str = "", carla_port: int = 0,
+                     debug: bool = False) -> None:
             self._global_plan: list = []
             self._global_plan_world_coord: list = []
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import carla
 
 from perception.errors import PerceptionError
-from sim_bridge.bridge import Rig, SimConfig, run
-from sim_bridge.driving import car_geometry, planner_driver, planning_perceiver
+from sim_bridge.bridge import Perceive, Rig, SimConfig, run
+from sim_bridge.driving import PlannerDriver, car_geometry, planner_driver, planning_perceiver
 from sim_bridge.ground_truth import GroundTruthPerceiver
 from sim_bridge.metrics import format_table
 from sim_bridge.sensors import CameraSpec
@@ -91,12 +91,12 @@ def main(args: argparse.Namespace) -> int:
         perceiver, detects = planning_perceiver(
             [n.strip() for n in args.models.split(",") if n.strip()])
 
-    def make_perceive(rig: Rig):
+    def make_perceive(rig: Rig) -> Perceive:
         if perceiver is None:
             return GroundTruthPerceiver(rig.world, rig.camera)
         return lambda frame: perceiver.perceive([frame])[0]
 
-    def make_driver(rig: Rig):
+    def make_driver(rig: Rig) -> PlannerDriver:
         return planner_driver(config.camera, car_geometry(rig.ego), detects)
 
     client_factory, server = carla.Client, None
