@@ -208,7 +208,9 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
     s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
     n = len(s)
     assumed = x < cost.start_x
-    ok = assumed | (inside & cost.free[rows, cols])
+    # The unseen road under the hood is taken as free, but never where a road user stands.
+    on_obstacle = inside & cost.obstacle[rows, cols]
+    ok = (assumed & ~on_obstacle) | (inside & cost.free[rows, cols])
     first_block = np.where((~ok).any(axis=1), (~ok).argmax(axis=1), n)
     before = np.arange(n)[None, :] < first_block[:, None]
     free_length = np.where(first_block > 0, s[np.maximum(first_block - 1, 0)], 0.0)

@@ -122,6 +122,24 @@ def test_road_starting_far_ahead_is_not_guessed():
     assert plan.status == "safe_stop" and plan.reasons == ["no drivable area ahead"]
 
 
+def test_road_user_on_the_road_hidden_by_the_hood_is_not_driven_through():
+    """The road between the bumper and the first drivable row (a hood hides it) is assumed
+    free, except where a detected road user stands: a person 6 m ahead, road seen from 9 m."""
+    result = FrameResult(frame_index=0, source="t", timestamp=0.0, width=640, height=360)
+    horizon = int(SIM_CAMERA.ground_to_pixel(np.array([[200.0, 0.0]]))[0][0, 1]) + 1
+    hood = int(SIM_CAMERA.ground_to_pixel(np.array([[9.0, 0.0]]))[0][0, 1])
+    result.drivable = np.zeros((360, 640), np.uint8)
+    result.drivable[horizon:hood] = 1
+    result.lanes = np.zeros((360, 640), np.uint8)
+    (u, v), = SIM_CAMERA.ground_to_pixel(np.array([[6.0, 0.0]]))[0]
+    result.detections = [Detection(class_id=0, label="person", score=0.9,
+                                   box=(u - 20, v - 150, u + 20, v), category="person")]
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=5.0).plan
+    assert [(o.label, round(o.x)) for o in plan.obstacles] == [("person", 6)]
+    clear = plan.obstacles[0].width / 2 + PlannerConfig().half_width_m
+    assert plan.status == "safe_stop" or abs(plan.waypoints[0][1]) > clear
+
+
 def test_safe_stop_brakes_smoothly():
     state, brakes = PlannerState(), []
     for i in range(8):
