@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perception.camera import (
+    R_OPTICAL,
     CameraError,
     CameraModel,
     Mount,
@@ -57,6 +58,15 @@ def test_pixel_round_trip(params, u, v):
     pixels, in_front = camera.ground_to_pixel(ground)
     assert in_front.all()
     np.testing.assert_allclose(pixels[0], [u, v], atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-44, 44), st.floats(-29, 59), st.floats(-179, 179))
+def test_mount_angles_round_trip(roll, pitch, yaw):
+    """`Mount.from_rotation` (used by the KITTI reader) inverts `Mount.rotation`."""
+    mount = Mount(1.0, 2.0, 3.0, roll, pitch, yaw)
+    back = Mount.from_rotation(mount.rotation() @ R_OPTICAL, np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose([back.roll, back.pitch, back.yaw], [roll, pitch, yaw], atol=1e-9)
 
 
 def test_geometry_conventions():
