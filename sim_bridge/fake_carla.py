@@ -812,10 +812,6 @@ class FakeWorld:
             self._deliveries.put(item)
         return self._frame
 
-    def wait_for_tick(self, seconds: float = 10.0) -> FakeWorldSnapshot:
-        self.tick(seconds)
-        return self.get_snapshot()
-
     def _add(self, cls: type, blueprint: FakeActorBlueprint, transform: carla.Transform,
              parent: FakeActor | None) -> FakeActor:
         actor = cls(self, self._next_id, blueprint, transform, parent)
@@ -857,12 +853,6 @@ class FakeTrafficManager:
 
     def set_synchronous_mode(self, mode_switch: bool = True) -> None:
         self._synchronous = mode_switch
-
-    def set_global_distance_to_leading_vehicle(self, distance: float) -> None:
-        pass
-
-    def global_percentage_speed_difference(self, percentage: float) -> None:
-        pass
 
 
 class FakeServer:
