@@ -31,6 +31,7 @@ from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from foxglove_schemas_protobuf.CubePrimitive_pb2 import CubePrimitive
 from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
 from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+from foxglove_schemas_protobuf.KeyValuePair_pb2 import KeyValuePair
 from foxglove_schemas_protobuf.LinePrimitive_pb2 import LinePrimitive
 from foxglove_schemas_protobuf.Point2_pb2 import Point2
 from foxglove_schemas_protobuf.Point3_pb2 import Point3
@@ -45,6 +46,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
+from perception.camera import CameraModel
 from perception.camera_info import CameraInfo
 from perception.frames import Frame
 from perception.overlay import draw_result
@@ -82,12 +84,12 @@ JPEG_QUALITY = 85
 class FoxgloveWriter:
     """Writes one message per topic per frame; `finish()` writes the index and summary."""
 
-    def __init__(self, file: BinaryIO, camera_position: tuple[float, float, float] | None = None,
-                 camera_rotation: np.ndarray | None = None) -> None:
-        """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
-        the car for /tf; without them the nominal mount is written."""
-        position = camera_position if camera_position is not None else NOMINAL_POSITION
-        rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
+    def __init__(self, file: BinaryIO, camera: CameraModel | None = None) -> None:
+        """`camera` (perception/camera.py) places the camera on the car for /tf and stands in
+        for frames without a calibration; without it, a nominal mount and pinhole."""
+        self._camera = camera
+        position = camera.position if camera is not None else NOMINAL_POSITION
+        rotation = camera.rotation if camera is not None else OPTICAL_TO_VEHICLE
         self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
                        quaternion(rotation))
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
@@ -103,7 +105,7 @@ class FoxgloveWriter:
         """The frame, its calibration and camera mount; with a result, everything else too."""
         ns = int(round(frame.timestamp * 1e9))
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-        info = frame.meta.get("camera_info") or CameraInfo.nominal(frame.width, frame.height)
+        info = frame.meta.get("camera_info") or self._camera_info(frame)
         self._put(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
         self._put(IMAGE_TOPIC, ns, camera_image(frame, stamp))
         self._put(TF_TOPIC, ns, FrameTransform(
@@ -127,6 +129,15 @@ class FoxgloveWriter:
     def finish(self) -> None:
         self._mcap.finish()
 
+    def _camera_info(self, frame: Frame) -> CameraInfo:
+        if self._camera is None:
+            return CameraInfo.nominal(frame.width, frame.height)
+        camera = self._camera.scaled(frame.width, frame.height)
+        K = camera.K.reshape(-1).tolist()
+        return CameraInfo(frame.width, frame.height, K=K,
+                          P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0],
+                          D=camera.dist.tolist(), frame_id=CAMERA_FRAME)
+
     def _put(self, topic: str, ns: int, message: Any) -> None:
         if topic not in self._channels:
             schema_id = register_schema(self._mcap, type(message))
@@ -137,11 +148,12 @@ class FoxgloveWriter:
 
 
 @contextmanager
-def foxglove_mcap(path: str | Path, **mount) -> Iterator[FoxgloveWriter]:
+def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
+                  ) -> Iterator[FoxgloveWriter]:
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
     normally; on an exception nothing is left under `path`."""
     with atomic_output(path) as temp, open(temp, "wb") as file:
-        writer = FoxgloveWriter(file, **mount)
+        writer = FoxgloveWriter(file, camera)
         yield writer
         writer.finish()
 
@@ -203,8 +215,11 @@ def scene(plan: Any, stamp: Timestamp) -> SceneUpdate:
                            size=Vector3(x=o.get("width", 1.8), y=o.get("width", 1.8), z=1.5),
                            color=OBSTACLE_COLOR)
              for o in plan.get("obstacles", [])]
+    metadata = [KeyValuePair(key="status", value=plan.get("status", "")),
+                KeyValuePair(key="target_speed_mps", value=str(plan.get("target_speed_mps"))),
+                KeyValuePair(key="reasons", value="; ".join(plan.get("reasons", [])))]
     entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
-                         cubes=cubes)
+                         cubes=cubes, metadata=metadata)
     return SceneUpdate(entities=[entity])
 
 

@@ -30,11 +30,14 @@ from typing import TextIO
 import cv2
 from tqdm import tqdm
 
+from perception.bev import draw_path
+from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
 from perception.log_sources import CorruptRecordError, open_log
 from perception.overlay import draw_result
+from perception.planning import PlannerState, plan_frame
 from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
 from perception.results import FrameResult
 
@@ -64,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video of the processed frames with results drawn (mp4v)")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated zoo names (default {DEFAULT_MODELS})")
+    parser.add_argument("--plan", action="store_true",
+                        help="plan a path, speed and controls per frame (needs --camera)")
+    parser.add_argument("--camera", type=Path, metavar="CAMERA.yaml",
+                        help="the camera file for --plan (see perception/cameras/)")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                         help="replay many logs on a Ray cluster, one log per task (a local Ray "
                              "on 127.0.0.1 when no address is given)")
@@ -81,6 +88,7 @@ class ReplayOptions:
     out: Path | None = None
     json: Path | None = None
     video: Path | None = None
+    camera: CameraModel | None = None  # plan every frame with this camera
     progress: bool = True
 
 
@@ -143,8 +151,14 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise PerceptionError(f"--{name} must be >= 0 seconds from the log start")
+    if args.camera is not None and not args.plan:
+        raise PerceptionError("--camera is only used with --plan")
+    if args.plan and args.camera is None:
+        raise PerceptionError("--plan needs --camera CAMERA.yaml (see perception/cameras/)")
+    camera = load_camera(args.camera) if args.plan else None
     return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
-                         loop=args.loop, out=args.out, json=args.json, video=args.video)
+                         loop=args.loop, out=args.out, json=args.json, video=args.video,
+                         camera=camera)
 
 
 def model_names(models: str) -> list[str]:
@@ -159,6 +173,7 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
     unusable (before anything is written); a break part-way ends up in `report.error`."""
     source = UntilBroken(log_frames(log, options))  # checks the log and topic now
     report = ReplayReport(log=str(log))
+    planner = Planner(options.camera, perceiver, options.rate) if options.camera else None
     pacer = Pacer(source, options.rate) if options.rate is not None else None
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -168,6 +183,8 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
                                        disable=None if options.progress else True))
         try:
             for frame, result, timings in perceived(perceiver, source, pacer, report):
+                if planner is not None:
+                    planner.plan(result, timings)
                 t0 = time.perf_counter()
                 outputs.write(frame, result)
                 timings["write"] = (time.perf_counter() - t0) * 1e3
@@ -205,6 +222,30 @@ def perceived(perceiver, source: Iterable[Frame], pacer: Pacer | None,
         timings = {**result.timings_ms, "latency": (time.perf_counter() - arrived) * 1e3}
         report.deadline_misses += pacer.newer_waiting()
         yield frame, result, timings
+
+
+class Planner:
+    """Plans each perceived frame on the log's clock. With --max the plan is made at the
+    frame's own time (never stale); paced, at the log time when the result was ready, so
+    perception that falls too far behind makes the planner stop safely, as it would live."""
+
+    def __init__(self, camera: CameraModel, perceiver, rate: float | None) -> None:
+        if not any(m.spec.task in ("segmentation", "multitask") for m in perceiver.models):
+            raise PerceptionError("--plan needs a segmentation model in --models "
+                                  "(drivable area)")
+        self.camera, self.rate = camera, rate
+        self.detects = any(m.spec.task in ("detection", "multitask") for m in perceiver.models)
+        self.state = PlannerState()
+
+    def plan(self, result: FrameResult, timings: dict[str, float]) -> None:
+        now = result.timestamp
+        if self.rate is not None:
+            now += timings["latency"] / 1e3 * self.rate
+        t0 = time.perf_counter()
+        planned = plan_frame(result, self.camera, self.state, now=now,
+                             detections_available=self.detects)
+        self.state, result.plan = planned.state, planned.plan
+        timings["plan"] = result.timings_ms["plan"] = (time.perf_counter() - t0) * 1e3
 
 
 class UntilBroken:
@@ -256,8 +297,9 @@ class Outputs:
         self.mcap: FoxgloveWriter | None = None
         self.jsonl: TextIO | None = None
         self.video: VideoOutput | None = None
+        self.camera = options.camera
         if options.out is not None:
-            self.mcap = stack.enter_context(foxglove_mcap(options.out))
+            self.mcap = stack.enter_context(foxglove_mcap(options.out, camera=options.camera))
         if options.json is not None:
             temp = stack.enter_context(atomic_output(options.json))
             self.jsonl = stack.enter_context(temp.open("w", encoding="utf-8"))
@@ -290,7 +332,10 @@ class Outputs:
         if self.jsonl is not None:
             self.jsonl.write(jsonl_line(result))
         if self.video is not None:
-            self.video.write(frame.timestamp, draw_result(frame.image, result))
+            image = draw_result(frame.image, result)
+            if result.plan is not None and self.camera is not None:
+                draw_path(image, self.camera, result.plan.waypoints)
+            self.video.write(frame.timestamp, image)
 
 
 class VideoOutput:
