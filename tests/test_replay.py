@@ -212,3 +212,39 @@ def test_paced_plan_stops_safely_when_perception_falls_behind(drive, tmp_path):
     plans = [json.loads(line)["plan"] for line in jsonl.read_text().splitlines()]
     assert plans and all(p["status"] == "safe_stop" for p in plans)
     assert all("stale" in " ".join(p["reasons"]) for p in plans)
+
+
+def test_image_that_does_not_decode_stops_there_with_exit_3(video_path, tmp_path, capsys):
+    from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+    from mcap_protobuf.writer import Writer as ProtobufWriter
+
+    log = tmp_path / "bad_jpeg.mcap"
+    capture = cv2.VideoCapture(str(video_path))
+    with open(log, "wb") as file:
+        writer = ProtobufWriter(file)
+        for i in range(5):
+            data = cv2.imencode(".jpg", capture.read()[1])[1].tobytes()
+            if i == 3:
+                data = data[:200]  # a JPEG cut short
+            writer.write_message("/front/image", CompressedImage(format="jpeg", data=data),
+                                 log_time=i * 100_000_000, publish_time=i * 100_000_000)
+        writer.finish()
+    capture.release()
+    jsonl = tmp_path / "out.jsonl"
+    assert cli(["replay", str(log), "--models", "yolox-nano", "--json", str(jsonl)]) == 3
+    error = capsys.readouterr().err
+    assert "/front/image message 3 at log time 0.300000 s" in error and "decoded" in error
+    assert len(jsonl.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("command", [
+    ["replay", "{empty}", "--models", "yolox-nano", "--out", "{out}"],
+    ["record", "--video", "{empty}", "--out", "{out}"],
+])
+def test_video_without_frames_exits_2_and_writes_nothing(command, tmp_path, capsys):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out.mcap"
+    assert cli([arg.format(empty=empty, out=out) for arg in command]) == 2
+    assert "empty.mp4" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
