@@ -255,3 +255,14 @@ def test_foxglove_raw_image_mcap_is_read_exactly(video_path, tmp_path):
     assert all(np.array_equal(f.image, image) for f, image in zip(frames, images, strict=True))
     mono = next(iter(open_log(path, topic="/raw/mono")))
     assert np.array_equal(mono.image[..., 0], cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
+
+
+def test_recorded_kitti_keeps_its_calibration(drives, tmp_path):
+    out = tmp_path / "kitti.mcap"
+    args = type("Args", (), {"camera": None, "video": None, "kitti": drives / "kitti_object",
+                             "out": out, "duration": None})
+    assert record_main(args) == 0
+    frames = list(open_log(out))
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.2])
+    assert frames[1].meta["camera_info"].K[0] == pytest.approx(721.5377)
+    assert frames[1].meta["camera_info"].P[3] == pytest.approx(44.85728)
