@@ -40,7 +40,7 @@ class CorruptRecordError(SourceError):
 
 def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
              end: float | None = None) -> Iterator[Frame]:
-    """Frames of a drive log, video or image folder, in log time order, within [start, end)."""
+    """Frames of a drive log, video or image folder, in recorded order, within [start, end)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")

@@ -40,8 +40,8 @@ from perception.overlay import draw_result
 from perception.planning import PlannerState, plan_frame
 from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
 from perception.results import FrameResult
+from perception.run import DEFAULT_MODELS
 
-DEFAULT_MODELS = "yolox-nano,twinlitenet"
 EXIT_PARTIAL = 3  # the log broke part-way; the frames before the break were processed
 EXIT_INTERRUPTED = 130
 
