@@ -129,6 +129,9 @@ def main(args: argparse.Namespace) -> int:
     if args.ray is not None or len(args.logs) > 1:
         from perception.fleet import main as fleet_main
         return fleet_main(args)
+    if args.out_dir is not None:
+        raise PerceptionError("--out-dir is for several logs or --ray; for one log use --out, "
+                              "--json and --video")
     options = options_from(args)
     from perception.pipeline import Perceiver
     perceiver = Perceiver.from_names(model_names(args.models))
