@@ -51,7 +51,7 @@ from perception.camera_info import CameraInfo
 from perception.frames import Frame
 from perception.overlay import draw_result
 from perception.report import atomic_output
-from perception.results import FrameResult
+from perception.results import FrameResult, Plan
 
 IMAGE_TOPIC = "/camera/image"
 CALIBRATION_TOPIC = "/camera/calibration"
@@ -99,7 +99,6 @@ class FoxgloveWriter:
             RESULT_TOPIC, "json", self._mcap.register_schema(
                 "perception.FrameResult", "jsonschema",
                 json.dumps(FrameResult.model_json_schema(mode="serialization")).encode()))
-        self.counts: dict[str, int] = {}
 
     def write(self, frame: Frame, result: FrameResult | None = None) -> None:
         """The frame, its calibration and camera mount; with a result, everything else too."""
@@ -119,12 +118,10 @@ class FoxgloveWriter:
             self._put(OVERLAY_TOPIC, ns, CompressedImage(
                 timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
                 data=jpeg(draw_result(frame.image, masks_only))))
-        plan = getattr(result, "plan", None)
-        if plan is not None:
-            self._put(PLAN_TOPIC, ns, scene(plan, stamp))
+        if result.plan is not None:
+            self._put(PLAN_TOPIC, ns, scene(result.plan, stamp))
         self._mcap.add_message(self._result_channel, log_time=ns, publish_time=ns,
                                data=json.dumps(result.model_dump(mode="json")).encode())
-        self.counts[RESULT_TOPIC] = self.counts.get(RESULT_TOPIC, 0) + 1
 
     def finish(self) -> None:
         self._mcap.finish()
@@ -144,7 +141,6 @@ class FoxgloveWriter:
             self._channels[topic] = self._mcap.register_channel(topic, "protobuf", schema_id)
         self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
                                data=message.SerializeToString())
-        self.counts[topic] = self.counts.get(topic, 0) + 1
 
 
 @contextmanager
@@ -203,21 +199,19 @@ def annotations(result: FrameResult, stamp: Timestamp) -> ImageAnnotations:
     return message
 
 
-def scene(plan: Any, stamp: Timestamp) -> SceneUpdate:
-    """The plan's path as a line and its obstacles as boxes, in the vehicle frame."""
-    plan = plan.model_dump(mode="json") if hasattr(plan, "model_dump") else dict(plan)
-    color = PLAN_COLORS.get(plan.get("status", "ok"), PLAN_COLORS["ok"])
-    path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3, color=color,
-                         pose=Pose(orientation=Quaternion(w=1.0)),
-                         points=[Point3(x=x, y=y, z=0.0) for x, y in plan.get("waypoints", [])])
-    cubes = [CubePrimitive(pose=Pose(position=Vector3(x=o["x"], y=o["y"], z=0.75),
+def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
+    """The plan's path as a line and its obstacles as boxes (1.5 m tall, as deep as wide), in
+    the vehicle frame; status, target speed and reasons as the entity's metadata."""
+    path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3,
+                         color=PLAN_COLORS[plan.status], pose=Pose(orientation=Quaternion(w=1.0)),
+                         points=[Point3(x=x, y=y, z=0.0) for x, y in plan.waypoints])
+    cubes = [CubePrimitive(pose=Pose(position=Vector3(x=o.x, y=o.y, z=0.75),
                                      orientation=Quaternion(w=1.0)),
-                           size=Vector3(x=o.get("width", 1.8), y=o.get("width", 1.8), z=1.5),
-                           color=OBSTACLE_COLOR)
-             for o in plan.get("obstacles", [])]
-    metadata = [KeyValuePair(key="status", value=plan.get("status", "")),
-                KeyValuePair(key="target_speed_mps", value=str(plan.get("target_speed_mps"))),
-                KeyValuePair(key="reasons", value="; ".join(plan.get("reasons", [])))]
+                           size=Vector3(x=o.width, y=o.width, z=1.5), color=OBSTACLE_COLOR)
+             for o in plan.obstacles]
+    metadata = [KeyValuePair(key="status", value=plan.status),
+                KeyValuePair(key="target_speed_mps", value=f"{plan.target_speed_mps:.2f}"),
+                KeyValuePair(key="reasons", value="; ".join(plan.reasons))]
     entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
                          cubes=cubes, metadata=metadata)
     return SceneUpdate(entities=[entity])
