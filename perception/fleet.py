@@ -45,7 +45,11 @@ def main(args: argparse.Namespace) -> int:
     jobs = [(str(log), job_options(options, args.out_dir, stem))
             for log, stem in zip(logs, stems, strict=True)]
     if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PerceptionError(f"{args.out_dir}: cannot create the folder "
+                                  f"({error.strerror})") from None
     models = model_names(args.models)
     started = time.perf_counter()
     if address is None:

@@ -9,6 +9,9 @@ log time, perception always takes the newest frame, and frames that arrive while
 dropped (newest wins). A processed frame whose result is ready only after the next frame has
 arrived is a deadline miss.
 
+`--plan --camera CAMERA.yaml` plans every processed frame (as `perception run --plan`);
+`--ray [ADDRESS] LOGS...` hands many logs to perception/fleet.py.
+
 Exit codes: 0 done; 2 the log is unusable (nothing written); 3 the log broke part-way (a
 truncated or corrupt record, an image that does not decode): the frames before it were
 processed and the outputs hold them; 130 interrupted with Ctrl-C (outputs kept, 0 with --loop).
@@ -37,8 +40,9 @@ from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
 from perception.log_sources import CorruptRecordError, open_log
 from perception.overlay import draw_result
+from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
-from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
+from perception.report import atomic_output, jsonl_line, stage_stats, summary_table, writable
 from perception.results import FrameResult
 from perception.run import DEFAULT_MODELS
 
@@ -133,7 +137,6 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--out-dir is for several logs or --ray; for one log use --out, "
                               "--json and --video")
     options = options_from(args)
-    from perception.pipeline import Perceiver
     perceiver = Perceiver.from_names(model_names(args.models))
     try:
         report = replay_log(args.logs[0], perceiver, options)
@@ -159,6 +162,9 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
     if args.plan and args.camera is None:
         raise PerceptionError("--plan needs --camera CAMERA.yaml (see perception/cameras/)")
     camera = load_camera(args.camera) if args.plan else None
+    for path in (args.out, args.json, args.video):
+        if path is not None:
+            writable(path)
     return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
                          loop=args.loop, out=args.out, json=args.json, video=args.video,
                          camera=camera)
@@ -171,7 +177,7 @@ def model_names(models: str) -> list[str]:
     return names
 
 
-def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
+def replay_log(log: Path, perceiver: Perceiver, options: ReplayOptions) -> ReplayReport:
     """Perceive one log and write the outputs asked for. Raises SourceError if the log is
     unusable (before anything is written); a break part-way ends up in `report.error`."""
     source = UntilBroken(log_frames(log, options))  # checks the log and topic now
@@ -211,7 +217,7 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
     return report
 
 
-def perceived(perceiver, source: Iterable[Frame], pacer: Pacer | None,
+def perceived(perceiver: Perceiver, source: Iterable[Frame], pacer: Pacer | None,
               report: ReplayReport) -> Iterator[tuple[Frame, FrameResult, dict[str, float]]]:
     """(frame, result, stage timings): every frame through the perceiver's pipelined stream,
     or, paced, the newest frame at a time with its latency from arrival to result."""
@@ -232,7 +238,7 @@ class Planner:
     frame's own time (never stale); paced, at the log time when the result was ready, so
     perception that falls too far behind makes the planner stop safely, as it would live."""
 
-    def __init__(self, camera: CameraModel, perceiver, rate: float | None) -> None:
+    def __init__(self, camera: CameraModel, perceiver: Perceiver, rate: float | None) -> None:
         if not any(m.spec.task in ("segmentation", "multitask") for m in perceiver.models):
             raise PerceptionError("--plan needs a segmentation model in --models "
                                   "(drivable area)")

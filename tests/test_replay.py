@@ -248,3 +248,8 @@ def test_video_without_frames_exits_2_and_writes_nothing(command, tmp_path, caps
     assert cli([arg.format(empty=empty, out=out) for arg in command]) == 2
     assert "empty.mp4" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
+
+
+def test_output_in_a_missing_folder_exits_2_before_any_work(drive, tmp_path, capsys):
+    assert cli(["replay", str(drive), "--out", str(tmp_path / "no" / "out.mcap")]) == 2
+    assert "no such folder" in capsys.readouterr().err
