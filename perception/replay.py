@@ -38,7 +38,7 @@ from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
-from perception.log_sources import CorruptRecordError, open_log
+from perception.log_sources import CorruptRecordError, count_log_frames, open_log
 from perception.overlay import draw_result
 from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
@@ -187,8 +187,10 @@ def replay_log(log: Path, perceiver: Perceiver, options: ReplayOptions) -> Repla
     started = time.perf_counter()
     with ExitStack() as stack:
         outputs = Outputs(stack, options)
+        whole_log = options.start is None and options.end is None and not options.loop
+        total = count_log_frames(log, options.topic) if whole_log and options.progress else None
         # disable=None: a bar only on a terminal
-        bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False,
+        bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
                                        disable=None if options.progress else True))
         try:
             for frame, result, timings in perceived(perceiver, source, pacer, report):

@@ -14,7 +14,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from perception.frames import SourceError
-from perception.log_sources import CorruptRecordError, open_log
+from perception.log_sources import CorruptRecordError, count_log_frames, open_log
 from perception.record import main as record_main
 
 VIDEO_FRAMES = 221  # solidWhiteRight.mp4: 25 fps, 8.84 s
@@ -266,3 +266,14 @@ def test_recorded_kitti_keeps_its_calibration(drives, tmp_path):
     assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.2])
     assert frames[1].meta["camera_info"].K[0] == pytest.approx(721.5377)
     assert frames[1].meta["camera_info"].P[3] == pytest.approx(44.85728)
+
+
+def test_frame_totals_for_the_progress_bar(drive_mcap, bags, drives, video_path, tmp_path):
+    assert count_log_frames(drive_mcap) == VIDEO_FRAMES
+    assert count_log_frames(bags["sqlite3"]) is None  # two image topics, none chosen
+    assert count_log_frames(bags["mcap"], "/cam/image_raw") == 5
+    assert count_log_frames(drives / "kitti_object") == 3
+    assert count_log_frames(video_path) == VIDEO_FRAMES
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(drive_mcap.read_bytes()[:100_000])
+    assert count_log_frames(cut) is None  # no summary: unknown, not a guess
