@@ -84,14 +84,18 @@ JPEG_QUALITY = 85
 class FoxgloveWriter:
     """Writes one message per topic per frame; `finish()` writes the index and summary."""
 
-    def __init__(self, file: BinaryIO, camera: CameraModel | None = None) -> None:
-        """`camera` (perception/camera.py) places the camera on the car for /tf and stands in
-        for frames without a calibration; without it, a nominal mount and pinhole."""
-        self._camera = camera
-        position = camera.position if camera is not None else NOMINAL_POSITION
-        rotation = camera.rotation if camera is not None else OPTICAL_TO_VEHICLE
+    def __init__(self, file: BinaryIO, camera_position: tuple[float, float, float] | None = None,
+                 camera_rotation: np.ndarray | None = None,
+                 default_camera_info: CameraInfo | None = None) -> None:
+        """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
+        the car for /tf (else a nominal mount); `default_camera_info` is written for frames
+        without a calibration of their own (else a nominal pinhole)."""
+        position = camera_position if camera_position is not None else NOMINAL_POSITION
+        rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
         self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
                        quaternion(rotation))
+        self._default_info = default_camera_info
+        self.counts: dict[str, int] = {}  # messages written per topic
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
         self._channels: dict[str, int] = {}
@@ -122,18 +126,16 @@ class FoxgloveWriter:
             self._put(PLAN_TOPIC, ns, scene(result.plan, stamp))
         self._mcap.add_message(self._result_channel, log_time=ns, publish_time=ns,
                                data=json.dumps(result.model_dump(mode="json")).encode())
+        self.counts[RESULT_TOPIC] = self.counts.get(RESULT_TOPIC, 0) + 1
 
     def finish(self) -> None:
         self._mcap.finish()
 
     def _camera_info(self, frame: Frame) -> CameraInfo:
-        if self._camera is None:
+        info = self._default_info
+        if info is None or (info.width, info.height) != (frame.width, frame.height):
             return CameraInfo.nominal(frame.width, frame.height)
-        camera = self._camera.scaled(frame.width, frame.height)
-        K = camera.K.reshape(-1).tolist()
-        return CameraInfo(frame.width, frame.height, K=K,
-                          P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0],
-                          D=camera.dist.tolist(), frame_id=CAMERA_FRAME)
+        return info
 
     def _put(self, topic: str, ns: int, message: Any) -> None:
         if topic not in self._channels:
@@ -141,17 +143,30 @@ class FoxgloveWriter:
             self._channels[topic] = self._mcap.register_channel(topic, "protobuf", schema_id)
         self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
                                data=message.SerializeToString())
+        self.counts[topic] = self.counts.get(topic, 0) + 1
 
 
 @contextmanager
 def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
                   ) -> Iterator[FoxgloveWriter]:
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
-    normally; on an exception nothing is left under `path`."""
+    normally; on an exception nothing is left under `path`. `camera` (perception/camera.py)
+    gives the mount for /tf and the calibration for frames without one."""
+    mount = {}
+    if camera is not None:
+        mount = {"camera_position": tuple(camera.position), "camera_rotation": camera.rotation,
+                 "default_camera_info": camera_info_of_model(camera)}
     with atomic_output(path) as temp, open(temp, "wb") as file:
-        writer = FoxgloveWriter(file, camera)
+        writer = FoxgloveWriter(file, **mount)
         yield writer
         writer.finish()
+
+
+def camera_info_of_model(camera: CameraModel) -> CameraInfo:
+    K = camera.K.reshape(-1).tolist()
+    return CameraInfo(camera.width, camera.height, K=K,
+                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist(),
+                      frame_id=CAMERA_FRAME)
 
 
 def jpeg(image: np.ndarray) -> bytes:
