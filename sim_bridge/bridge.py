@@ -22,7 +22,6 @@ from typing import Any
 
 import carla
 
-from perception.camera import fov_intrinsics
 from perception.frames import Frame
 from perception.results import FrameResult
 from sim_bridge import ground_truth
@@ -213,7 +212,6 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
     rig.metrics.tick((location.x, location.y), speed, on_road, perception_ms, control_ms,
                      plan.status)
     if recorder is not None and frame is not None:
-        width, height = config.camera.width, config.camera.height
         truth = (ground_truth.labels(frame, rig.world, rig.camera)
                  if segmentation is not None else None)
         state = {"carla_frame": frame_id, "sim_time": now, "x": location.x, "y": location.y,
@@ -222,6 +220,5 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
                  "control": {"steer": control.steer, "throttle": control.throttle,
                              "brake": control.brake},
                  "perception_ms": perception_ms, "control_ms": control_ms}
-        recorder.frame(frame, fov_intrinsics(width, height, config.camera.fov), result, state,
-                       truth)
+        recorder.frame(frame, result, state, truth)
     return plan

@@ -23,26 +23,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
-import numpy as np
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from perception.camera import CameraModel
-from perception.camera_info import CameraInfo
-from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter
+from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
 from perception.frames import Frame
 from perception.report import atomic_output
 from perception.results import FrameResult
 
 
 class SimRecorder(FoxgloveWriter):
-    def frame(self, frame: Frame, K: np.ndarray, result: FrameResult | None, state: dict,
+    def frame(self, frame: Frame, result: FrameResult | None, state: dict,
               truth: FrameResult | None = None) -> None:
-        """One tick: the frame with CARLA's intrinsics `K`, our result, the sim state and,
-        with ground truth on, CARLA's labels of the frame."""
-        frame.meta["camera_info"] = CameraInfo(
-            frame.width, frame.height, K=K.reshape(-1).tolist(),
-            P=np.c_[K, np.zeros(3)].reshape(-1).tolist(), D=[0.0] * 5)
+        """One tick: the frame (with the run's camera calibration), our result, the sim state
+        and, with ground truth on, CARLA's labels of the frame."""
         self.write(frame, result)
         ns = int(round(frame.timestamp * 1e9))
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
@@ -76,12 +71,13 @@ class SimRecorder(FoxgloveWriter):
 @contextmanager
 def recording(path: str | Path | None, camera: CameraModel) -> Iterator[SimRecorder | None]:
     """A recorder on a temporary file beside `path`, renamed to `path` if the block succeeds;
-    `camera` places the camera on the car for Foxglove's /tf."""
+    `camera` (CARLA's pinhole on the car) gives /tf and every frame's calibration."""
     if path is None:
         yield None
         return
     with atomic_output(path) as temp, open(temp, "wb") as file:
         recorder = SimRecorder(file, camera_position=tuple(camera.position),
-                               camera_rotation=camera.rotation)
+                               camera_rotation=camera.rotation,
+                               default_camera_info=camera_info_of_model(camera))
         yield recorder
         recorder.finish()
