@@ -41,7 +41,7 @@ from perception import vehicle_model
 from perception.camera import fov_intrinsics
 from perception.results import Control
 from perception.vehicle_model import VehicleParams, VehicleState
-from sim_bridge.geometry import compose, ground_points, project
+from sim_bridge.geometry import box_corners, compose, ground_points, project
 
 TAG = carla.CityObjectLabel
 RGB_OF_TAG = {  # BGR colours of the rendered scene
@@ -529,9 +529,7 @@ class FakeSensor(FakeActor):
         others = [v for v in self._world._vehicles() if v is not self._parent]
         boxes = []
         for vehicle in others:
-            corners = np.array([[p.x, p.y, p.z] for p in
-                                vehicle.bounding_box.get_world_vertices(vehicle.get_transform())])
-            pixels, depth = project(corners, camera, K)
+            pixels, depth = project(box_corners(vehicle), camera, K)
             if depth.min() > 0.5:
                 boxes.append((depth.mean(), pixels))
         for _, pixels in sorted(boxes, key=lambda item: -item[0]):  # far to near

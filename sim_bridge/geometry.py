@@ -8,6 +8,8 @@ CARLA's frames are Unreal's: x forward, y right, z up
 
 from __future__ import annotations
 
+from typing import Any
+
 import carla
 import numpy as np
 
@@ -26,6 +28,12 @@ def compose(parent: carla.Transform, local: carla.Transform) -> carla.Transform:
         carla.Rotation(pitch=parent.rotation.pitch + local.rotation.pitch,
                        yaw=parent.rotation.yaw + local.rotation.yaw,
                        roll=parent.rotation.roll + local.rotation.roll))
+
+
+def box_corners(actor: Any) -> np.ndarray:
+    """The 8 world corners (8, 3) of an actor's 3-D bounding box."""
+    vertices = actor.bounding_box.get_world_vertices(actor.get_transform())
+    return np.array([[p.x, p.y, p.z] for p in vertices])
 
 
 def project(points_world: np.ndarray, camera: carla.Transform, K: np.ndarray
