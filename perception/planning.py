@@ -56,6 +56,7 @@ class PlannerConfig:
     lane_halo_m: float = 0.2  # lane lines count this much wider on each side
     centre_cap_m: float = 1.8  # clearance beyond this earns nothing more
     centre_decay_m: float = 10.0  # centring weighs a point by exp(-x / this)
+    side_window_m: float = 4.0  # centring counts a point only if bounded this near on both sides
     w_length: float = 3.0
     w_lane: float = 3.0
     w_centre: float = 4.0
@@ -92,6 +93,7 @@ class CostGrid:
     obstacle: np.ndarray  # bool: grown obstacle footprints
     lane: np.ndarray  # bool: lane-line cells
     clearance_m: np.ndarray  # float: distance to the nearest non-free or lane cell
+    boxed: np.ndarray  # bool: a non-free or lane cell within side_window_m left and right
     start_x: float  # the road is taken as free up to here (under the hood / below the image)
 
 
@@ -145,6 +147,7 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
     free = drivable & (obstacle == 0)
     open_space = (free & ~lane).astype(np.uint8)
     clearance = cv2.distanceTransform(open_space, cv2.DIST_L2, 5) * r
+    boxed = bounded_both_sides(open_space == 0, int(round(config.side_window_m / r)))
 
     # Where does the road start? The first rows ahead of the car may be hidden by the hood or
     # below the image: take the first seen row whose centre strip is mostly drivable.
@@ -159,7 +162,22 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
     if len(road_rows) == 0:
         return None
     start_x = float(x_rows[road_rows.max()] + r / 2)  # far edge of that row
-    return CostGrid(free, obstacle > 0, lane, clearance, start_x)
+    return CostGrid(free, obstacle > 0, lane, clearance, boxed, start_x)
+
+
+def bounded_both_sides(bounded: np.ndarray, window: int) -> np.ndarray:
+    """Cells with a bounded cell within `window` columns on their left and on their right.
+
+    Centring is judged only there: in the gap of a broken lane line the nearest bound on that
+    side is the far edge of the next lane, and counting such rows pulls the path toward the
+    broken line (0.2 m off-centre in the CARLA fake before this).
+    """
+    cols = bounded.shape[1]
+    before = np.pad(np.cumsum(bounded, axis=1), ((0, 0), (1, 0)))  # before[:, k]: in cols < k
+    c = np.arange(cols)
+    left = before[:, c] - before[:, np.maximum(c - window, 0)]
+    right = before[:, np.minimum(c + 1 + window, cols)] - before[:, c + 1]
+    return (left > 0) & (right > 0)
 
 
 @dataclass(frozen=True)
@@ -218,7 +236,8 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
 
     judged = before & ~assumed
     lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
-    near = judged * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
+    centred = judged & cost.boxed[rows, cols]
+    near = centred * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
     centring = (near * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
         axis=1) / np.maximum(near.sum(axis=1), 1e-9) / config.centre_cap_m
     peak_curvature = np.abs(paths.curvature).max(axis=1)

@@ -9,7 +9,15 @@ import pytest
 
 from perception.planning import PlannerConfig, PlannerState, plan_frame
 from perception.results import Detection, FrameResult
-from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, arc_centre, straight_centre
+from tests.synthetic_road import (
+    CELL_M,
+    SIM_CAMERA,
+    Car,
+    Road,
+    RoadCamera,
+    arc_centre,
+    straight_centre,
+)
 
 CRUISE = PlannerConfig().cruise_speed_mps
 
@@ -47,6 +55,19 @@ def test_curve(radius):
     if limit < CRUISE:
         assert plan.target_speed_mps == pytest.approx(limit, rel=0.25)
         assert any(r.startswith("curve") for r in plan.reasons)
+
+
+@pytest.mark.parametrize("phase_m", [0.0, 4.5])
+def test_broken_lane_line_does_not_pull_the_path(phase_m):
+    """Left line broken (3 m dashes every 9 m), right line solid: the path stays centred, the
+    gaps are not room to use (they drew it 0.2 m toward the broken line before)."""
+    road = Road(straight_centre(), lanes_left=1)
+    ys = road.origin[1] + np.arange(road.lanes.shape[0]) * CELL_M
+    xs = road.origin[0] + np.arange(road.lanes.shape[1]) * CELL_M
+    road.lanes[np.ix_((ys > 1.5) & (ys < 2.1), np.mod(xs + phase_m, 9.0) >= 3.0)] = 0
+    plan = plan_on(road).plan
+    assert plan.status == "ok"
+    assert np.abs(np.array(plan.waypoints)[:, 1]).max() < 0.1
 
 
 def test_obstacle_ahead_in_lane():
