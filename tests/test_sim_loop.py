@@ -75,7 +75,7 @@ def test_keeps_its_lane_from_an_offset_start() -> None:
 
 
 def test_follows_a_curve() -> None:
-    """A 120 m radius right-hander (measured: 0.21 m RMS, docs/benchmarks.md)."""
+    """A 120 m radius right-hander (measured: 0.08 m RMS, docs/benchmarks.md)."""
     summary, trace = drive(fake_carla.Scenario(curvature=1 / 120), ticks=240)
     lateral = np.array([t["lateral"] for t in trace])
     print(f"\ncurve R 120 m: cross-track RMS {np.sqrt(np.mean(lateral**2)):.2f} m, max "
