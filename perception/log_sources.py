@@ -34,6 +34,8 @@ from perception.frames import (
 )
 from perception.image_messages import IMAGE_TYPES
 
+EXIT_PARTIAL = 3  # the exit code of a command whose log broke part-way (its frames before stand)
+
 
 class CorruptRecordError(SourceError):
     """A log broke part-way: the frames before the bad record were read, nothing after."""
@@ -74,11 +76,13 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
     """How many frames `open_log(path, topic)` yields without a time range, where the log says
     so cheaply (an MCAP summary, a bag's metadata, a folder listing); for progress bars."""
     path = Path(path)
+    if path.is_file() and (path.suffix == ".db3" or path.name == "metadata.yaml"):
+        path = path.parent
     try:
         if path.is_file() and path.suffix == ".mcap":
             from perception.mcap_source import mcap_topic_counts
             counts = mcap_topic_counts(path)
-        elif path.is_dir() and (path / "metadata.yaml").is_file():
+        elif path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file()):
             from perception.rosbag_source import rosbag_topic_counts
             counts = rosbag_topic_counts(path)
         elif path.is_dir():
@@ -98,16 +102,23 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
 
 
 def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:
-    """The frames whose time since the first frame lies in [start, end)."""
+    """The frames of a video or image folder whose time since the first frame lies in
+    [start, end). A `SourceError` after the first frame (an image of the folder that does not
+    decode) is a `CorruptRecordError`: the frames before it stand."""
     first = None
-    for frame in frames:
-        first = frame.timestamp if first is None else first
-        since = frame.timestamp - first
-        if start is not None and since < start:
-            continue
-        if end is not None and since >= end:
-            return
-        yield frame
+    try:
+        for frame in frames:
+            first = frame.timestamp if first is None else first
+            since = frame.timestamp - first
+            if start is not None and since < start:
+                continue
+            if end is not None and since >= end:
+                return
+            yield frame
+    except SourceError as error:
+        if first is None:
+            raise
+        raise CorruptRecordError(str(error)) from None
 
 
 def choose_topic(log: Path, images: dict[str, str], others: dict[str, str],
