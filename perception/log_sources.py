@@ -62,14 +62,17 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
         from perception.kitti_source import is_kitti, kitti_frames
         if is_kitti(path):
             return kitti_frames(path, topic, start, end)
-        return within(folder_frames(path), start, end)
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return within(video_frames(path), start, end)
-    if suffix in IMAGE_SUFFIXES:
-        return image_file_frames(path)
-    raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
-                      ".db3, a .bag, a KITTI folder, a video or an image folder)")
+        frames = folder_frames(path)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        frames = video_frames(path)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        frames = image_file_frames(path)
+    else:
+        raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
+                          ".db3, a .bag, a KITTI folder, a video or an image folder)")
+    if topic is not None:
+        raise SourceError(f"{path}: a video or image folder has no topics (asked for {topic})")
+    return within(frames, start, end)
 
 
 def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
@@ -102,7 +105,7 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
 
 
 def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:
-    """The frames of a video or image folder whose time since the first frame lies in
+    """The frames of a video, image folder or image whose time since the first frame lies in
     [start, end). A `SourceError` after the first frame (an image of the folder that does not
     decode) is a `CorruptRecordError`: the frames before it stand."""
     first = None

@@ -108,6 +108,11 @@ def test_unknown_topic_lists_the_image_topics(drive_mcap):
         open_log(drive_mcap, topic="/camera/calibration")
 
 
+def test_a_video_has_no_topics(video_path):
+    with pytest.raises(SourceError, match="has no topics"):
+        open_log(video_path, topic="/front")
+
+
 def test_truncated_mcap_yields_the_frames_before_the_cut(drive_mcap, tmp_path):
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(drive_mcap.read_bytes()[: drive_mcap.stat().st_size // 2])
