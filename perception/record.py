@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise PerceptionError(f"--duration must be positive, got {args.duration}")
+    if args.out.suffix != ".mcap":  # replay tells a log's kind by its name
+        raise PerceptionError(f"--out {args.out}: an MCAP log's name ends in .mcap")
     if args.camera is not None:
         frames = camera_frames(args.camera)
     elif args.video is not None:

@@ -290,6 +290,12 @@ def test_video_without_frames_exits_2_and_writes_nothing(command, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
 
 
+def test_record_wants_an_mcap_name(video_path, tmp_path, capsys):
+    assert cli(["record", "--video", str(video_path), "--out", str(tmp_path / "log.mp4")]) == 2
+    assert "ends in .mcap" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_in_a_missing_folder_exits_2_before_any_work(drive, tmp_path, capsys):
     assert cli(["replay", str(drive), "--out", str(tmp_path / "no" / "out.mcap")]) == 2
     assert "no such folder" in capsys.readouterr().err
