@@ -22,6 +22,7 @@ from perception.frames import Frame, SourceError
 from perception.image_messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
+    PROTOBUF_TYPES,
     camera_info_of,
     deserialize,
     image_of,
@@ -134,6 +135,10 @@ def _frames(path: Path, topic: str, calibration: str | None, start_ns: int | Non
                     continue
                 if channel.topic != topic:
                     continue
+                encoding = "protobuf" if kind in PROTOBUF_TYPES else "cdr"
+                if channel.message_encoding != encoding:
+                    raise SourceError(f"{path}: {topic} holds {channel.message_encoding}-encoded "
+                                      f"{kind} messages; only {encoding} is read")
                 if start is not None and since < start:
                     continue
                 if end is not None and since >= end:

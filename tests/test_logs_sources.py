@@ -351,3 +351,20 @@ def test_kitti_folder_broken_part_way(drives, tmp_path):
     out = tmp_path / "kitti.mcap"
     assert cli(["record", "--kitti", str(kitti), "--out", str(out)]) == 3
     assert len(list(open_log(out))) == 2
+
+
+def test_json_encoded_foxglove_images_are_refused_plainly(tmp_path):
+    from mcap.writer import Writer as McapWriter
+
+    path = tmp_path / "json.mcap"
+    with open(path, "wb") as file:
+        writer = McapWriter(file)
+        writer.start()
+        schema = writer.register_schema("foxglove.CompressedImage", "jsonschema", b"{}")
+        channel = writer.register_channel("/cam", "json", schema)
+        writer.add_message(channel, log_time=0, publish_time=0,
+                           data=b'{"format": "jpeg", "data": ""}')
+        writer.finish()
+    with pytest.raises(SourceError, match="json-encoded foxglove.CompressedImage messages; only "
+                                          "protobuf"):
+        list(open_log(path))
