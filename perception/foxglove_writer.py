@@ -251,10 +251,9 @@ def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
 
 
 def quaternion(rotation: np.ndarray) -> Quaternion:
-    """A 3x3 rotation matrix as a unit quaternion."""
-    r = np.asarray(rotation, dtype=float)
-    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    return Quaternion(x=x, y=y, z=z, w=w)
+    """A 3x3 rotation matrix as a unit quaternion, through OpenCV's axis-angle (exact at 180
+    degrees too, where sign-from-off-diagonal formulas fail)."""
+    rvec, _ = cv2.Rodrigues(np.asarray(rotation, dtype=np.float64))
+    angle = float(np.linalg.norm(rvec))
+    x, y, z = (rvec.ravel() / angle * math.sin(angle / 2)) if angle > 0 else (0.0, 0.0, 0.0)
+    return Quaternion(x=float(x), y=float(y), z=float(z), w=math.cos(angle / 2))

@@ -327,3 +327,24 @@ def test_outputs_that_would_overwrite_the_log_are_refused(drive, tmp_path, capsy
                 str(drive.parent)]) == 2
     assert "would overwrite this log" in capsys.readouterr().err
     assert drive.read_bytes() == before
+
+
+def test_camera_mount_quaternion_round_trips():
+    """The /tf rotation for real mounts and the 180-degree turns where naive formulas flip."""
+    import numpy as np
+
+    from perception.camera import R_OPTICAL, Mount
+    from perception.foxglove_writer import quaternion
+
+    def matrix(q) -> np.ndarray:
+        x, y, z, w = q.x, q.y, q.z, q.w
+        return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+    turns = [2 * np.outer(n, n) - np.eye(3) for n in (np.array([1, -1, 0]) / np.sqrt(2),
+                                                      np.array([0.0, 0.0, 1.0]))]
+    mounts = [Mount(pitch=p, yaw=y, roll=r).rotation() @ R_OPTICAL
+              for p, y, r in [(0, 0, 0), (8, -3, 1), (-30, 170, 180), (90, 0, 0)]]
+    for rotation in [np.eye(3), *turns, *mounts]:
+        assert matrix(quaternion(rotation)) == pytest.approx(rotation, abs=1e-7)
