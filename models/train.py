@@ -214,7 +214,7 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) 
 
 def total_loss(net: MultiTaskNet, batch: dict[str, torch.Tensor]
                ) -> tuple[torch.Tensor, dict[str, float]]:
-    det, seg = net(batch["image"].float() / 255)
+    det, seg = (t.float() for t in net(batch["image"].float() / 255))  # losses in fp32
     loss, logs = detection_loss(det, batch, net.stride)
     for channel, name in enumerate(("drivable", "lanes")):
         weight = batch[f"has_{name}"].float() * batch["weight"]
@@ -315,6 +315,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     config = NetConfig(width=args.width, height=args.height)
     size = (config.width, config.height)
     device = pick_device(args.device)
+    torch.backends.cudnn.benchmark = True
     out: Path = args.out
     records, weights, validation = gather_records(args)
     net = MultiTaskNet(config).to(device)
@@ -361,7 +362,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, warmup)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        loss, logs = total_loss(net, batch)
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
+            loss, logs = total_loss(net, batch)
         if not torch.isfinite(loss):
             raise PerceptionError(f"loss became {loss.item()} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -420,6 +422,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preload", action="store_true", help="decode all frames up front")
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
 
