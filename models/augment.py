@@ -35,9 +35,13 @@ def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
     x, y, w, h = crop
     out_w, out_h = size
     sx, sy = out_w / w, out_h / h
-    matrix = np.array([[sx, 0, -x * sx], [0, sy, -y * sy]], np.float32)
+    # `edges` maps continuous coordinates (a pixel spans [i, i + 1)), as boxes use them;
+    # OpenCV warps pixel centres (integers), hence the half-pixel shift in `matrix`.
+    edges = np.array([[sx, 0, -x * sx], [0, sy, -y * sy]], np.float32)
     if flip:
-        matrix[0] = [-sx, 0, out_w + x * sx]
+        edges[0] = [-sx, 0, out_w + x * sx]
+    matrix = edges.copy()
+    matrix[:, 2] += 0.5 * (edges[:, 0] + edges[:, 1]) - 0.5
 
     def warp(pixels: np.ndarray | None, interpolation: int) -> np.ndarray | None:
         if pixels is None:
@@ -47,7 +51,7 @@ def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
 
     boxes, classes = sample.boxes, sample.classes
     if boxes is not None and len(boxes):
-        xs = boxes[:, [0, 2]] * matrix[0, 0] + matrix[0, 2]
+        xs = boxes[:, [0, 2]] * edges[0, 0] + edges[0, 2]
         ys = boxes[:, [1, 3]] * sy - y * sy
         boxes = np.stack((xs.min(1), ys[:, 0], xs.max(1), ys[:, 1]), 1)
         boxes = np.clip(boxes, 0, [out_w, out_h, out_w, out_h]).astype(np.float32)

@@ -100,8 +100,14 @@ class CalibrationFrames:
 
 
 def calibration_files(folder: Path, count: int) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-        if folder.is_dir() else []
+    """`count` frames spread over a folder; of a distilled folder, its training split only."""
+    index = folder / "index.json"
+    if index.is_file():
+        frames = json.loads(index.read_text())["frames"]
+        files = [folder / f["image"] for f in frames if f["split"] == "train"]
+    else:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if folder.is_dir() else []
     if not files:
         raise DataError(f"{folder}: no calibration images found (INT8 needs real frames)")
     step = max(1, len(files) // count)

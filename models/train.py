@@ -39,6 +39,7 @@ from perception.errors import PerceptionError
 from perception.multitask_decode import candidates
 
 MAX_BOXES = 64  # per frame after augmentation; more are rare and dropped (smallest first)
+SEG_WEIGHTS = {"drivable": 1.0, "lanes": 2.0}  # thin lane lines need the extra push
 
 
 class CheckpointError(PerceptionError):
@@ -220,7 +221,7 @@ def total_loss(net: MultiTaskNet, batch: dict[str, torch.Tensor]
         weight = batch[f"has_{name}"].float() * batch["weight"]
         part = mask_loss(seg[:, channel], batch[name], weight)
         logs[f"seg/{name}"] = part.item()
-        loss = loss + part
+        loss = loss + SEG_WEIGHTS[name] * part
     logs["loss"] = loss.item()
     return loss, logs
 
@@ -330,7 +331,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    elif checkpoint.exists():
+    elif args.init:  # fine-tune: weights from another run, fresh optimizer and schedule
+        state = load_checkpoint(args.init, config)
+        net.load_state_dict(state["ema"])
+        ema.module.load_state_dict(state["ema"])
+    if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
                               "choose another --out (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
@@ -411,6 +416,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss weight of labelled (non-distilled) frames")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
     parser.add_argument("--resume", action="store_true", help="continue <out>/last.pt")
+    parser.add_argument("--init", type=Path,
+                        help="start from a checkpoint's (EMA) weights: fine-tune, new schedule")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
