@@ -8,7 +8,8 @@ opset 17. Its `ModelSpec` (classes, input convention, thresholds) is stored in t
 metadata, one JSON value per ModelSpec key (`perception.multitask_decode.spec_from_onnx_metadata`
 reads it back). `--fp16` writes `<out stem>.fp16.onnx` (fp16 weights and activations, fp32
 inputs and outputs); `--int8` writes `<out stem>.int8.onnx`, statically quantized by ONNX
-Runtime (QDQ, per-channel int8 convolutions) with real frames for calibration. Every file is
+Runtime (QDQ, per-channel int8 weights, uint8 activations; the box and mask decoding at the
+end stays float) with real frames for calibration. Every file is
 written under a temporary name and moved into place only once complete and checked.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +61,8 @@ def metadata_props(spec: ModelSpec) -> dict[str, str]:
 def export_onnx(net: MultiTaskNet, path: Path, spec: ModelSpec) -> None:
     deployed = Deployed(net).eval()
     example = torch.rand(1, 3, net.config.height, net.config.width)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
         raw = Path(scratch) / "raw.onnx"
         torch.onnx.export(deployed, (example,), str(raw), input_names=["images"],
                           output_names=list(Deployed.output_names), opset_version=OPSET,
@@ -78,10 +81,11 @@ def write_model(model: onnx.ModelProto, path: Path) -> None:
     os.replace(partial, path)
 
 
-def to_fp16(source: Path, path: Path) -> None:
+def to_fp16(source: Path, path: Path, spec: ModelSpec) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.helper.set_model_props(model, metadata_props(spec))
     write_model(model, path)
 
 
@@ -114,6 +118,16 @@ def calibration_files(folder: Path, count: int) -> list[Path]:
     return files[::step][:count]
 
 
+def float_tail(model: onnx.ModelProto) -> list[str]:
+    """Nodes that stay float in INT8: the decoding outside `Deployed.net` (box arithmetic in
+    pixels, sigmoids) and the network layers that feed it (its raw outputs)."""
+    outside = [n for n in model.graph.node if not n.name.startswith("/net/")]
+    consumed = {name for node in outside for name in node.input}
+    return [n.name for n in outside] + [n.name for n in model.graph.node
+                                        if n.name.startswith("/net/") and
+                                        consumed.intersection(n.output)]
+
+
 def to_int8(source: Path, path: Path, spec: ModelSpec, frames: list[Path]) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -122,10 +136,10 @@ def to_int8(source: Path, path: Path, spec: ModelSpec, frames: list[Path]) -> No
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantized = Path(scratch) / "int8.onnx"
-        # Convolutions only: the box decoding and mask upsampling at the end stay float, so
-        # pixel coordinates keep full precision.
         quantize_static(str(prepared), str(quantized), CalibrationFrames(frames, spec),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                        quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["Conv", "Add", "Relu", "Resize"],
+                        nodes_to_exclude=float_tail(onnx.load(str(prepared))),
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
         model = onnx.load(str(quantized))
@@ -178,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{args.out}: fp32, max |torch - onnxruntime| = {parity(net, args.out):.2e}")
     if args.fp16:
         fp16 = args.out.with_suffix(".fp16.onnx")
-        to_fp16(args.out, fp16)  # keeps the fp32 file's metadata
+        to_fp16(args.out, fp16, replace(spec, file=fp16.name))
         print(f"{fp16}: fp16 weights, fp32 inputs/outputs")
     if args.torch:
         weights = args.out.with_suffix(".pt")
