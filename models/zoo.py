@@ -1,28 +1,47 @@
 """The model zoo: named models, where their files are, and getting them safely.
 
-`resolve(name)` returns a model's spec and a verified local path. It looks, in order, in the
-cache (`PERCEPTION_CACHE_DIR`, default the XDG cache dir) and in a mirror
-(`PERCEPTION_MODELS_MIRROR`, a folder laid out like the cache). Torch-free: the runtime uses it.
+`resolve(name)` returns a model's spec and a checksum-verified local path. A name is one of:
+- a zoo name from `zoo.yaml`: looked up in the cache (`PERCEPTION_CACHE_DIR`, default
+  `$XDG_CACHE_HOME/perception/models`), then in a mirror folder used in place, else pulled from
+  the mirror URL or the model's pinned URL into the cache;
+- a spec file (`.yaml`) of a user's own ONNX, with the keys of `ModelSpec` and `file` relative
+  to the spec file;
+- an `.onnx` file carrying its spec as JSON in the metadata key `perception.spec` (our own
+  network does).
+A mirror (`--mirror` or `PERCEPTION_MODELS_MIRROR`) is a folder or a base URL laid out like
+the cache. Downloads go to `<file>.partial` (resumed with an HTTP Range request after a dropped
+connection), are checked against the pinned sha256 and only then renamed onto the final name,
+so a partial or wrong file is never taken for the model. Torch-free: the runtime uses it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import time
+import urllib.error
+import urllib.request
 from functools import cache
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from perception.errors import PerceptionError
 from perception.modelspec import ModelSpec
 
 REGISTRY = Path(__file__).with_name("zoo.yaml")
+SPEC_METADATA_KEY = "perception.spec"
+DOWNLOAD_ATTEMPTS = 4
 
 
 class ModelError(PerceptionError):
     """An unknown model name, or a model file that is missing, corrupt or fails its checksum."""
 
+
+# ---------------------------------------------------------------------------- the registry
 
 @cache
 def registry() -> dict[str, ModelSpec]:
@@ -34,20 +53,40 @@ def registry() -> dict[str, ModelSpec]:
 def get_spec(name: str) -> ModelSpec:
     specs = registry()
     if name not in specs:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(specs))}")
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(specs))} "
+                         "(or give a spec .yaml or an .onnx with perception.spec metadata)")
     return specs[name]
 
 
+def spec_from_dict(data: dict, where: str) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(data)
+    except (TypeError, KeyError, ValueError) as error:
+        raise ModelError(f"{where}: not a valid model spec ({error})") from error
+
+
+# ---------------------------------------------------------------------------- places
+
 def cache_dir() -> Path:
-    if "PERCEPTION_CACHE_DIR" in os.environ:
+    if os.environ.get("PERCEPTION_CACHE_DIR"):
         return Path(os.environ["PERCEPTION_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "perception" / "models"
 
 
-def mirror() -> str | None:
-    return os.environ.get("PERCEPTION_MODELS_MIRROR") or None
+def mirror(override: str | None = None) -> str | None:
+    return override or os.environ.get("PERCEPTION_MODELS_MIRROR") or None
 
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+def cached_path(spec: ModelSpec) -> Path:
+    return cache_dir() / spec.file
+
+
+# ---------------------------------------------------------------------------- checksums
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -59,21 +98,175 @@ def sha256_of(path: Path) -> str:
 
 def verify(path: Path, spec: ModelSpec) -> Path:
     if spec.sha256 and sha256_of(path) != spec.sha256:
-        raise ModelError(f"{path}: sha256 does not match the zoo's pinned value for "
-                         f"{spec.name!r} (corrupt or a different file)")
+        raise ModelError(f"{path}: sha256 does not match the pinned value for {spec.name!r} "
+                         f"(corrupt or a different file; `perception models pull {spec.name} "
+                         "--force` fetches it again)")
     return path
 
 
-def resolve(name: str) -> tuple[ModelSpec, Path]:
-    """The spec and a checksum-verified local file for a zoo model."""
+# ---------------------------------------------------------------------------- getting files
+
+def download(url: str, dest: Path, sha256: str = "", progress: bool = True,
+             attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
+    """Fetch `url` to `dest` atomically: resume or retry on a dropped connection, check sha256.
+
+    Bytes go to `dest.partial`; after a failure the next attempt asks for the rest with an HTTP
+    Range request (or starts over if the server ignores it). Only a complete file with the
+    right checksum is renamed onto `dest`.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    for attempt in range(1, attempts + 1):
+        try:
+            _fetch(url, partial, progress, desc=dest.name)
+            break
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                partial.unlink(missing_ok=True)
+                raise ModelError(f"{url}: HTTP {error.code} {error.reason}") from error
+            failure: Exception = error
+        except (OSError, IncompleteDownload) as error:  # URLError, reset, timeout, short body
+            failure = error
+        if attempt == attempts:
+            raise ModelError(f"{url}: download failed after {attempts} attempts ({failure}); "
+                             f"run the command again to resume") from failure
+        time.sleep(min(0.2 * 2 ** attempt, 3.0))
+    if sha256 and sha256_of(partial) != sha256:
+        partial.unlink()
+        raise ModelError(f"{url}: downloaded file fails its sha256 check (expected {sha256}); "
+                         "nothing was installed")
+    os.replace(partial, dest)
+    return dest
+
+
+class IncompleteDownload(Exception):
+    """The server closed the connection before sending all the bytes it announced."""
+
+
+def _fetch(url: str, partial: Path, progress: bool, desc: str) -> None:
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = {"User-Agent": "perception-zoo"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=30)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing left to send: the file is complete
+            return
+        raise
+    with response:
+        if have and response.status != 206:  # the server ignored the range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length else None
+        with partial.open("ab" if have else "wb") as file, \
+                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc,
+                     disable=not progress, leave=False) as bar:
+            while chunk := response.read(1 << 16):
+                file.write(chunk)
+                bar.update(len(chunk))
+    if total is not None and partial.stat().st_size < total:
+        raise IncompleteDownload(f"got {partial.stat().st_size} of {total} bytes")
+
+
+def copy_verified(source: Path, dest: Path, sha256: str) -> Path:
+    """Copy a mirror file into the cache: temp name, checksum, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(source, partial)
+    if sha256 and sha256_of(partial) != sha256:
+        partial.unlink()
+        raise ModelError(f"{source}: mirror file fails its sha256 check; nothing was installed")
+    os.replace(partial, dest)
+    return dest
+
+
+def pull(name: str, mirror_location: str | None = None, force: bool = False,
+         progress: bool = True) -> Path:
+    """Put a zoo model into the cache (from the mirror, else its pinned URL); its path."""
     spec = get_spec(name)
-    cached = cache_dir() / spec.file
+    dest = cached_path(spec)
+    if dest.is_file() and not force:
+        return verify(dest, spec)
+    location = mirror(mirror_location)
+    if location and not is_url(location):
+        source = Path(location) / spec.file
+        if not source.is_file():
+            raise ModelError(f"mirror folder {location} has no {spec.file}")
+        return copy_verified(source, dest, spec.sha256)
+    url = f"{location.rstrip('/')}/{spec.file}" if location else spec.url
+    if not url:
+        raise ModelError(f"model {name!r} has no download URL and no mirror is set")
+    return download(url, dest, spec.sha256, progress=progress)
+
+
+# ---------------------------------------------------------------------------- resolving
+
+def resolve(name: str, mirror_location: str | None = None, download_missing: bool = True
+            ) -> tuple[ModelSpec, Path]:
+    """The spec and a verified local file for a zoo name, a spec .yaml or an .onnx path."""
+    if name.endswith((".yaml", ".yml")):
+        return spec_from_yaml(Path(name))
+    if name.endswith(".onnx"):
+        return spec_from_onnx(Path(name))
+    spec = get_spec(name)
+    cached = cached_path(spec)
     if cached.is_file():
         return spec, verify(cached, spec)
-    source = mirror()
-    if source and not source.startswith(("http://", "https://")):
-        mirrored = Path(source) / spec.file
-        if mirrored.is_file():
-            return spec, verify(mirrored, spec)
-    raise ModelError(f"model {name!r} is not in the cache ({cache_dir()}) or the mirror "
-                     f"({source or 'none set'}); run `perception models pull {name}`")
+    location = mirror(mirror_location)
+    if location and not is_url(location) and (Path(location) / spec.file).is_file():
+        return spec, verify(Path(location) / spec.file, spec)
+    if not download_missing:
+        raise ModelError(f"model {name!r} is not in the cache ({cache_dir()}) or the mirror "
+                         f"({location or 'none set'}); run `perception models pull {name}`")
+    return spec, pull(name, mirror_location)
+
+
+def spec_from_yaml(path: Path) -> tuple[ModelSpec, Path]:
+    """A user's own model: a YAML spec whose `file` (relative to it) is the ONNX."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such spec file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ModelError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(data, dict) or "file" not in data:
+        raise ModelError(f"{path}: a model spec needs at least `file`, `task`, `decoder` and "
+                         "`input` (see docs/runtime.md)")
+    spec = spec_from_dict({"name": path.stem, **data}, str(path))
+    model = (path.parent / spec.file).resolve()
+    if not model.is_file():
+        raise ModelError(f"{path}: model file {model} does not exist")
+    return spec, verify(model, spec)
+
+
+def spec_from_onnx(path: Path) -> tuple[ModelSpec, Path]:
+    """An ONNX that carries its spec as JSON in the metadata key `perception.spec`."""
+    metadata = onnx_metadata(path)
+    if SPEC_METADATA_KEY not in metadata:
+        raise ModelError(f"{path}: has no {SPEC_METADATA_KEY!r} metadata; describe it with a "
+                         "spec .yaml instead (see docs/runtime.md)")
+    try:
+        data = json.loads(metadata[SPEC_METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path}: {SPEC_METADATA_KEY!r} metadata is not JSON ({error})") \
+            from error
+    data.setdefault("name", path.stem)
+    data["file"] = path.name
+    data["sha256"] = ""  # a file cannot carry its own checksum
+    spec = spec_from_dict(data, str(path))
+    return spec, path
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The ONNX file's metadata_props, read with ONNX Runtime (no onnx package needed)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    from perception.inference import ModelLoadError, OnnxModel
+
+    try:
+        model = OnnxModel(path, threads=1, warmup=False, optimize=False)
+    except ModelLoadError as error:
+        raise ModelError(str(error)) from error
+    return model.metadata

@@ -80,7 +80,9 @@ def video_frames(path: Path) -> Iterator[Frame]:
         raise SourceError(f"{path}: no such file")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise SourceError(f"{path}: not a readable video")
+        raise SourceError(f"{path}: cannot be read as a video (no frames, truncated or not a "
+                          "video)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     try:
         index = 0
         while True:
@@ -89,7 +91,7 @@ def video_frames(path: Path) -> Iterator[Frame]:
                 break
             timestamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             yield Frame(image, timestamp=timestamp, index=index, source=str(path),
-                        name=f"{index:06d}")
+                        name=f"{index:06d}", meta={"fps": fps} if fps > 0 else {})
             index += 1
         if index == 0:
             raise SourceError(f"{path}: video has no decodable frames")
@@ -114,6 +116,21 @@ def camera_frames(device: int) -> Iterator[Frame]:
             index += 1
     finally:
         capture.release()
+
+
+def count_frames(spec: str) -> int | None:
+    """How many frames `open_source(spec)` will yield, where that is known beforehand."""
+    path = Path(spec)
+    if path.is_dir():
+        return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return 1
+    if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
+        capture = cv2.VideoCapture(str(path))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+        return count or None
+    return None
 
 
 def open_source(spec: str) -> Iterator[Frame]:

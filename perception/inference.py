@@ -40,10 +40,15 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
 
 
 class OnnxModel:
+    """One ONNX Runtime session; `run` may be called from several threads at once."""
+
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int = 0,
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, optimize: bool = True) -> None:
+        if not Path(path).is_file():
+            raise ModelLoadError(f"{path}: no such model file")
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (all cores)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3

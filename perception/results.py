@@ -46,6 +46,34 @@ class Masks(BaseModel):
     lanes: EncodedMask | None = None
 
 
+class Control(BaseModel):
+    """Actuator commands in CARLA's `VehicleControl` ranges."""
+
+    steer: float = Field(ge=-1.0, le=1.0, description="-1 full left ... 1 full right")
+    throttle: float = Field(ge=0.0, le=1.0)
+    brake: float = Field(ge=0.0, le=1.0)
+
+
+class PlanObstacle(BaseModel):
+    x: float = Field(description="Metres ahead of the vehicle reference point (vehicle frame)")
+    y: float = Field(description="Metres to the left (vehicle frame)")
+    width: float = Field(description="Metres across")
+    label: str
+
+
+class Plan(BaseModel):
+    """The planner's answer for one frame (perception/planning.py); vehicle frame, metres."""
+
+    status: Literal["ok", "degraded", "safe_stop"]
+    reasons: list[str] = Field(default_factory=list,
+                               description="Why the status is not ok, and why the car slows")
+    waypoints: list[tuple[float, float]] = Field(
+        default_factory=list, description="[x, y] metres, x forward, y left; empty on safe_stop")
+    target_speed_mps: float = Field(ge=0.0)
+    control: Control
+    obstacles: list[PlanObstacle] = Field(default_factory=list)
+
+
 class FrameResult(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -59,6 +87,7 @@ class FrameResult(BaseModel):
         default_factory=dict, description="Milliseconds per stage, keyed model/stage, and total")
     models: list[str] = Field(default_factory=list)
     masks: Masks | None = None
+    plan: Plan | None = None
     # Runtime-only: uint8 0/1 masks at the segmentation model's resolution.
     drivable: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)
     lanes: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)

@@ -1,0 +1,268 @@
+"""Bird's-eye view: the camera's masks and boxes laid onto a metric grid of the flat road.
+
+Inverse perspective mapping: every grid cell is a road point (x forward, y left, metres); its
+pixel comes from the camera model (`ground_to_pixel`, lens distortion included), and
+`cv2.remap` fetches the mask value there. Without distortion this is exactly
+`cv2.warpPerspective` with the camera's ground homography (tests check both agree); the remap
+form also handles distorted lenses. Cells the camera does not see (outside the image, under the
+hood line) are marked not `visible`, which the planner treats as unknown, never as free.
+
+Obstacles are placed where their box meets the road: the bottom edge of the box, projected.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from perception.camera import CameraModel
+from perception.errors import PerceptionError
+from perception.results import Detection, FrameResult, Plan
+
+OBSTACLE_LENGTH_M = {"car": 4.5, "truck": 8.0, "bus": 12.0, "motorcycle": 2.2, "bicycle": 1.8,
+                     "person": 0.6}
+STOP_SIGN_SIZE_M = 0.75  # a US stop sign is 30 inches across
+
+
+class BevError(PerceptionError):
+    """Perception outputs that do not fit the camera (wrong size masks)."""
+
+
+@dataclass(frozen=True)
+class BevGrid:
+    """A raster of the road ahead: row 0 is the far edge (x_max), column 0 the left edge (y_max)."""
+
+    x_min: float = 0.0
+    x_max: float = 40.0
+    y_min: float = -10.0
+    y_max: float = 10.0
+    metres_per_pixel: float = 0.1
+
+    @property
+    def rows(self) -> int:
+        return int(round((self.x_max - self.x_min) / self.metres_per_pixel))
+
+    @property
+    def cols(self) -> int:
+        return int(round((self.y_max - self.y_min) / self.metres_per_pixel))
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """x, y of every cell centre, each (rows, cols)."""
+        r = self.metres_per_pixel
+        x = self.x_max - (np.arange(self.rows) + 0.5) * r
+        y = self.y_max - (np.arange(self.cols) + 0.5) * r
+        return np.meshgrid(x, y, indexing="ij")
+
+    def to_cell(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column (int) of points, and whether they fall on the grid."""
+        row = np.floor((self.x_max - np.asarray(x)) / self.metres_per_pixel).astype(np.int64)
+        col = np.floor((self.y_max - np.asarray(y)) / self.metres_per_pixel).astype(np.int64)
+        inside = (row >= 0) & (row < self.rows) & (col >= 0) & (col < self.cols)
+        return np.clip(row, 0, self.rows - 1), np.clip(col, 0, self.cols - 1), inside
+
+    def to_pixel(self, x: np.ndarray, y: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """Float picture coordinates (u, v) of road points, for drawing."""
+        u = (self.y_max - np.asarray(y)) / self.metres_per_pixel * scale
+        v = (self.x_max - np.asarray(x)) / self.metres_per_pixel * scale
+        return np.stack([u, v], axis=-1)
+
+    def homography_to_ground(self) -> np.ndarray:
+        """3x3 A with [x, y, 1] = A @ [u, v, 1] for picture coordinates (u col, v row)."""
+        r = self.metres_per_pixel
+        return np.array([[0.0, -r, self.x_max - 0.5 * r],
+                         [-r, 0.0, self.y_max - 0.5 * r],
+                         [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class Obstacle:
+    """A road user on the grid: its rear edge centre (x, y), width and assumed length, metres."""
+
+    x: float
+    y: float
+    width: float
+    length: float
+    label: str
+
+
+@dataclass
+class BirdsEye:
+    grid: BevGrid
+    visible: np.ndarray  # uint8 0/1: cells the camera sees
+    drivable: np.ndarray | None  # uint8 0/1, None when perception had no drivable mask
+    lanes: np.ndarray | None  # uint8 0/1, None when perception had no lane mask
+    obstacles: list[Obstacle] = field(default_factory=list)
+    stop_sign_x: float | None = None  # distance ahead of the nearest stop sign facing us
+
+
+@lru_cache(maxsize=16)
+def ipm_maps(camera: CameraModel, grid: BevGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cell source pixel (map_x, map_y float32) and the visible mask, cached per camera."""
+    x, y = grid.cell_centres()
+    pixels, in_front = camera.ground_to_pixel(np.column_stack([x.ravel(), y.ravel()]))
+    u, v = pixels[:, 0], pixels[:, 1]
+    visible = in_front & (u >= 0) & (u <= camera.width - 1) & (v >= 0) & (v <= camera.height - 1)
+    u = np.where(visible, u, -1.0).reshape(x.shape).astype(np.float32)
+    v = np.where(visible, v, -1.0).reshape(x.shape).astype(np.float32)
+    return u, v, visible.reshape(x.shape).astype(np.uint8)
+
+
+def warp_to_grid(mask: np.ndarray, camera: CameraModel, grid: BevGrid) -> np.ndarray:
+    """A frame-size uint8 mask -> the grid (nearest neighbour; 0 outside the image)."""
+    map_x, map_y, _ = ipm_maps(camera, grid)
+    return cv2.remap(mask, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0)
+
+
+def _frame_mask(result: FrameResult, which: str) -> np.ndarray | None:
+    """A mask at frame size. Masks come at the model's resolution (any size, stretched to the
+    frame like the model's input was); they must be 2-D and match the other mask's size."""
+    raw = getattr(result, which)
+    if raw is None:
+        return None
+    if raw.ndim != 2 or raw.size == 0:
+        raise BevError(f"{which} mask must be a non-empty 2-D (H, W) array, got shape "
+                       f"{list(raw.shape)}")
+    other = result.lanes if which == "drivable" else result.drivable
+    if other is not None and other.shape[:2] != raw.shape:
+        raise BevError(f"drivable mask is {result.drivable.shape[1]}x{result.drivable.shape[0]} "
+                       f"but lanes mask is {result.lanes.shape[1]}x{result.lanes.shape[0]}; "
+                       "both must come at the same size")
+    return result.mask_at_frame_size(which)
+
+
+def obstacle_from_box(det: Detection, camera: CameraModel, near_x: float) -> Obstacle | None:
+    """Place a road user where the bottom edge of its box meets the road.
+
+    A box cut by the bottom of the image hides where it meets the road: it is put at `near_x`
+    (the nearest road the planner cares about), the safe side. Returns None above the horizon.
+    """
+    x1, _, x2, y2 = det.box
+    bottom = np.array([[x1, y2], [(x1 + x2) / 2, y2], [x2, y2]])
+    ground, below = camera.pixel_to_ground(bottom)
+    if not below.all():
+        return None
+    left, centre, right = ground
+    x = float(centre[0])
+    if y2 >= camera.height - 2:
+        x = min(x, near_x)
+    width = float(np.clip(abs(left[1] - right[1]), 0.3, 4.0))
+    label = det.category or det.label
+    return Obstacle(x=x, y=float(centre[1]), width=width,
+                    length=OBSTACLE_LENGTH_M.get(label, 2.0), label=label)
+
+
+def is_ego_hood(det: Detection, camera: CameraModel) -> bool:
+    """The detector sometimes boxes our own hood (or reflections on it): a box on the bottom
+    edge of the frame that is very wide, or that is flat and stays in the bottom quarter (a
+    real car that close to the bumper would reach far up the image)."""
+    x1, y1, x2, y2 = det.box
+    on_bottom = y2 >= 0.95 * camera.height
+    return on_bottom and ((x2 - x1) > 0.6 * camera.width or y1 > 0.75 * camera.height)
+
+
+def stop_sign_distance(det: Detection, camera: CameraModel) -> float:
+    """Distance ahead of a stop sign from its apparent size (signs are not on the road)."""
+    x1, y1, x2, y2 = det.box
+    size_px = max(1.0, y2 - y1, x2 - x1)
+    return camera.mount.x + camera.K[1, 1] * STOP_SIGN_SIZE_M / size_px
+
+
+def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid(),
+             near_x: float = 0.0) -> BirdsEye:
+    """Lay a frame's masks and boxes onto the grid."""
+    if (result.width, result.height) != (camera.width, camera.height):
+        raise BevError(f"frame is {result.width}x{result.height} but the camera file describes "
+                       f"{camera.width}x{camera.height} images")
+    _, _, visible = ipm_maps(camera, grid)
+    layers = {}
+    for which in ("drivable", "lanes"):
+        mask = _frame_mask(result, which)
+        layers[which] = None if mask is None else warp_to_grid(mask, camera, grid)
+    obstacles, stop_signs = [], []
+    for det in result.detections:
+        if det.category == "stop_sign":
+            stop_signs.append(stop_sign_distance(det, camera))
+        elif det.category in OBSTACLE_LENGTH_M and not is_ego_hood(det, camera):
+            obstacle = obstacle_from_box(det, camera, near_x)
+            if obstacle is not None:
+                obstacles.append(obstacle)
+    return BirdsEye(grid, visible, layers["drivable"], layers["lanes"], obstacles,
+                    min(stop_signs) if stop_signs else None)
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+COLOURS = {"unknown": (40, 40, 40), "road": (70, 70, 70), "drivable": (60, 140, 60),
+           "lanes": (0, 220, 255), "obstacle": (40, 40, 230), "path": (255, 0, 255),
+           "grid": (110, 110, 110), "ego": (255, 255, 255)}
+
+
+def render_bev(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> np.ndarray:
+    """BGR picture: unknown dark, seen road grey, drivable green, lanes yellow, obstacles red,
+    the chosen path blue, a metre grid every 5 m (labels every 10 m) and the ego car at the bottom.
+    """
+    g = bev.grid
+    picture = np.empty((g.rows, g.cols, 3), np.uint8)
+    picture[:] = COLOURS["unknown"]
+    picture[bev.visible > 0] = COLOURS["road"]
+    if bev.drivable is not None:
+        picture[(bev.drivable > 0) & (bev.visible > 0)] = COLOURS["drivable"]
+    if bev.lanes is not None:
+        picture[bev.lanes > 0] = COLOURS["lanes"]
+    picture = cv2.resize(picture, (g.cols * scale, g.rows * scale),
+                         interpolation=cv2.INTER_NEAREST)
+    for x in np.arange(np.ceil(g.x_min / 5) * 5, g.x_max + 1e-6, 5.0):
+        v = int(g.to_pixel(x, 0.0, scale)[1])
+        cv2.line(picture, (0, v), (picture.shape[1], v), COLOURS["grid"], 1)
+        if x % 10 == 0:
+            cv2.putText(picture, f"{x:.0f} m", (3, v - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                        COLOURS["ego"], 1, cv2.LINE_AA)
+    for y in np.arange(np.ceil(g.y_min / 5) * 5, g.y_max + 1e-6, 5.0):
+        u = int(g.to_pixel(0.0, y, scale)[0])
+        cv2.line(picture, (u, 0), (u, picture.shape[0]), COLOURS["grid"], 1)
+    for ob in bev.obstacles:
+        corners = g.to_pixel(np.array([ob.x, ob.x + ob.length]),
+                             np.array([ob.y + ob.width / 2, ob.y - ob.width / 2]), scale)
+        cv2.rectangle(picture, tuple(corners[0].astype(int)), tuple(corners[1].astype(int)),
+                      COLOURS["obstacle"], -1)
+    if plan is not None and plan.waypoints:
+        points = np.array([[0.0, 0.0], *plan.waypoints])
+        pixels = g.to_pixel(points[:, 0], points[:, 1], scale).round().astype(np.int32)
+        cv2.polylines(picture, [pixels], False, COLOURS["path"], 2, cv2.LINE_AA)
+    ego = g.to_pixel(np.array([g.x_min]), np.array([0.0]), scale)[0].astype(int)
+    cv2.circle(picture, (int(ego[0]), int(ego[1]) - 4), 4, COLOURS["ego"], -1)
+    if plan is not None:
+        cv2.putText(picture, f"{plan.status} {plan.target_speed_mps:.1f} m/s", (3, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, COLOURS["ego"], 1, cv2.LINE_AA)
+    return picture
+
+
+def bev_payload(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> dict:
+    """The service's `bev` output: the picture as base64 PNG and where it lies in metres."""
+    ok, png = cv2.imencode(".png", render_bev(bev, plan, scale))
+    assert ok
+    g = bev.grid
+    return {"png": base64.b64encode(png.tobytes()).decode("ascii"),
+            "metres_per_pixel": g.metres_per_pixel / scale,
+            "x_range": [g.x_min, g.x_max], "y_range": [g.y_min, g.y_max]}
+
+
+def draw_path(image: np.ndarray, camera: CameraModel, waypoints: list[tuple[float, float]],
+              colour: tuple[int, int, int] = COLOURS["path"], thickness: int = 3) -> np.ndarray:
+    """Draw planned waypoints (vehicle frame) on the camera image, in place; returns the image."""
+    if len(waypoints) < 2:
+        return image
+    points = np.asarray(waypoints, np.float64)
+    if image.shape[:2] != (camera.height, camera.width):
+        camera = camera.scaled(image.shape[1], image.shape[0])
+    pixels, in_front = camera.ground_to_pixel(points)
+    pixels = pixels[in_front]
+    if len(pixels) >= 2:
+        cv2.polylines(image, [pixels.round().astype(np.int32)], False, colour, thickness,
+                      cv2.LINE_AA)
+    return image

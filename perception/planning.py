@@ -1,0 +1,395 @@
+"""The planner: one frame's perception -> a path, a speed and the controls, or a safe stop.
+
+    plan_frame(result, camera, state, now, speed_mps) -> PlanOutput(plan, state, bev)
+
+1. Fail-safe first: no result, a result older than the deadline, or no drivable-area mask ->
+   `safe_stop` (empty path, brake ramping up smoothly). Never a guessed path.
+2. Bird's-eye view (bev.py) -> a cost grid: free cells (drivable, seen, away from obstacle
+   footprints grown by half the car's width and a margin), lane lines, clearance in metres.
+3. Candidate paths: an arc of curvature k from the car, with a smooth (quintic: zero slope
+   and curvature at both ends) sideways move to offset d over length L along it; 37 offsets x
+   31 curvatures x 3 lengths. Each is scored on free length, staying between lane lines,
+   centring (clearance), curvature and closeness to the previous plan; the best one's free
+   part becomes the waypoints, one per metre.
+4. Speed: the least of cruise speed, the curvature limit, the time gap to an obstacle on the
+   path, being able to stop before the end of the free path, and a stop sign.
+5. Control (control.py): pure pursuit on the waypoints and a PID on the speed.
+
+All state carried between frames is in `PlannerState`, passed in and returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from perception.bev import BevGrid, BirdsEye, birdseye
+from perception.camera import CameraModel
+from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.results import Control, FrameResult, Plan, PlanObstacle
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    grid: BevGrid = BevGrid()
+    deadline_s: float = 0.5  # perception older than this is stale
+    cruise_speed_mps: float = 12.0
+    max_lateral_accel_mps2: float = 2.0
+    comfort_decel_mps2: float = 2.5
+    speed_up_mps2: float = 1.5  # how fast the target speed may rise
+    time_gap_s: float = 2.0
+    stop_gap_m: float = 3.0  # bumper to obstacle (or stop line) when stopped
+    front_m: float = 3.8  # rear axle (vehicle origin) to the front bumper
+    half_width_m: float = 0.95
+    margin_m: float = 0.3
+    hood_search_m: float = 8.0  # how far beyond the first seen row the road may start (hood)
+    min_free_m: float = 2.0  # less free road than this beyond the hood -> nothing ahead
+    goal_m: float = 30.0  # free length that counts as a full path
+    step_m: float = 0.5
+    offsets_m: tuple[float, ...] = tuple(np.round(np.arange(-3.6, 3.61, 0.2), 2))
+    curvatures: tuple[float, ...] = tuple(np.round(np.arange(-0.06, 0.0601, 0.004), 3))
+    transition_m: tuple[float, ...] = (8.0, 14.0, 20.0)
+    lane_halo_m: float = 0.2  # lane lines count this much wider on each side
+    centre_cap_m: float = 1.8  # clearance beyond this earns nothing more
+    centre_decay_m: float = 10.0  # centring weighs a point by exp(-x / this)
+    w_length: float = 3.0
+    w_lane: float = 3.0
+    w_centre: float = 4.0
+    w_curvature: float = 10.0
+    w_consistency: float = 0.5
+    safe_stop_brake: float = 0.6
+    brake_rate_per_s: float = 2.0
+    stop_sign_wait_s: float = 2.0
+    blind_speed_mps: float = 5.0  # speed cap when no detector runs
+    control: ControlConfig = ControlConfig()
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """What the planner remembers between frames."""
+
+    previous: Plan | None = None
+    time: float | None = None  # `now` of the previous call
+    pid: PidState = PidState()
+    stopped_at_sign_since: float | None = None
+    sign_cleared: bool = False  # stopped long enough at the sign in view: may go
+
+
+@dataclass
+class PlanOutput:
+    plan: Plan
+    state: PlannerState
+    bev: BirdsEye | None  # the grid the plan was made on (for pictures); None on early stops
+
+
+@dataclass
+class CostGrid:
+    free: np.ndarray  # bool: drivable, seen, clear of obstacles
+    obstacle: np.ndarray  # bool: grown obstacle footprints
+    lane: np.ndarray  # bool: lane-line cells
+    clearance_m: np.ndarray  # float: distance to the nearest non-free or lane cell
+    start_x: float  # the road is taken as free up to here (under the hood / below the image)
+
+
+@dataclass
+class Candidate:
+    points: np.ndarray  # (M, 2) the free part of the path, every step_m
+    curvature: np.ndarray  # (M,)
+    s: np.ndarray  # (M,) arc length
+    free_length_m: float
+    blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
+    score: float
+
+
+# --- fail-safe ---------------------------------------------------------------------------------
+
+def safe_stop(reasons: list[str], state: PlannerState, now: float, dt: float,
+              config: PlannerConfig, bev: BirdsEye | None = None) -> PlanOutput:
+    """Brake with a ramp up to `safe_stop_brake`, throttle off, steering eased to straight."""
+    previous = state.previous.control if state.previous else Control(steer=0, throttle=0, brake=0)
+    brake = min(config.safe_stop_brake, max(previous.brake, 0.1) + config.brake_rate_per_s * dt)
+    control = Control(steer=float(np.clip(previous.steer * 0.5, -1, 1)), throttle=0.0,
+                      brake=float(brake))
+    plan = Plan(status="safe_stop", reasons=reasons, waypoints=[], target_speed_mps=0.0,
+                control=control, obstacles=[] if bev is None else obstacles_of(bev))
+    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=PidState()), bev)
+
+
+def obstacles_of(bev: BirdsEye) -> list[PlanObstacle]:
+    return [PlanObstacle(x=round(o.x, 2), y=round(o.y, 2), width=round(o.width, 2), label=o.label)
+            for o in bev.obstacles]
+
+
+# --- cost grid and candidates ----------------------------------------------------------------
+
+def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
+    """The grid the candidates are scored on; None when no drivable road is seen ahead."""
+    g = bev.grid
+    r = g.metres_per_pixel
+    obstacle = np.zeros((g.rows, g.cols), np.uint8)
+    grow = config.half_width_m + config.margin_m
+    for ob in bev.obstacles:
+        corners = g.to_pixel(np.array([ob.x - config.margin_m, ob.x + ob.length + config.margin_m]),
+                             np.array([ob.y + ob.width / 2 + grow, ob.y - ob.width / 2 - grow]))
+        (u0, v1), (u1, v0) = np.floor(corners).astype(int)
+        cv2.rectangle(obstacle, (u0, v0), (u1, v1), 1, -1)
+    drivable = (bev.drivable > 0) & (bev.visible > 0)
+    lane = np.zeros_like(drivable)
+    if bev.lanes is not None:  # widen thin lines so 0.5 m path samples cannot step over them
+        size = 2 * int(round(config.lane_halo_m / r)) + 1
+        lane = cv2.dilate(bev.lanes, np.ones((size, size), np.uint8)) > 0
+    free = drivable & (obstacle == 0)
+    open_space = (free & ~lane).astype(np.uint8)
+    clearance = cv2.distanceTransform(open_space, cv2.DIST_L2, 5) * r
+
+    # Where does the road start? The first rows ahead of the car may be hidden by the hood or
+    # below the image: take the first seen row whose centre strip is mostly drivable.
+    centre_cols = np.abs(g.cell_centres()[1][0]) <= config.half_width_m
+    seen_rows = np.flatnonzero(bev.visible[:, centre_cols].any(axis=1))
+    if len(seen_rows) == 0:
+        return None
+    x_rows = g.x_max - (np.arange(g.rows) + 0.5) * r
+    near_x = x_rows[seen_rows.max()]
+    road_rows = np.flatnonzero((drivable[:, centre_cols].mean(axis=1) > 0.5)
+                               & (x_rows <= near_x + config.hood_search_m) & (x_rows >= near_x))
+    if len(road_rows) == 0:
+        return None
+    start_x = float(x_rows[road_rows.max()] + r / 2)  # far edge of that row
+    return CostGrid(free, obstacle > 0, lane, clearance, start_x)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every candidate path, sampled every step_m of arc; they depend only on the config, so
+    they are made once and cached."""
+
+    s: np.ndarray  # (N,) arc length along the reference arc
+    x: np.ndarray  # (C, N) vehicle-frame points
+    y: np.ndarray
+    curvature: np.ndarray  # (C, N) path curvature, 1/m, + left
+    rows: np.ndarray  # (C, N) grid cell of each point
+    cols: np.ndarray
+    inside: np.ndarray  # (C, N) the point lies on the grid
+
+
+@lru_cache(maxsize=4)
+def candidates(config: PlannerConfig) -> Candidates:
+    """An arc of curvature k from the car, with a smooth sideways move d * q(s / L) along its
+    normal: q(u) = 10u^3 - 15u^4 + 6u^5 starts and ends with zero slope and curvature."""
+    s = np.arange(config.step_m, config.grid.x_max + 10.0, config.step_m)
+    d, k, length = (a.ravel()[:, None] for a in np.meshgrid(
+        np.array(config.offsets_m), np.array(config.curvatures), np.array(config.transition_m),
+        indexing="ij"))
+    u = np.clip(s[None, :] / length, 0.0, 1.0)
+    q = u**3 * (10 - 15 * u + 6 * u**2)
+    q2 = (60 * u - 180 * u**2 + 120 * u**3) / length**2  # d2q/ds2
+    heading = k * s[None, :]
+    safe_k = np.where(np.abs(k) < 1e-9, 1.0, k)
+    along = np.where(np.abs(k) < 1e-9, s[None, :], np.sin(heading) / safe_k)
+    across = np.where(np.abs(k) < 1e-9, 0.0, (1 - np.cos(heading)) / safe_k)
+    x = along - d * q * np.sin(heading)
+    y = across + d * q * np.cos(heading)
+    curvature = np.broadcast_to(k + d * q2, x.shape)
+    rows, cols, inside = config.grid.to_cell(x, y)
+    return Candidates(s, x, y, curvature, rows, cols, inside)
+
+
+def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
+                     config: PlannerConfig) -> Candidate | None:
+    """The best candidate, or None when none has `min_free_m` of free road beyond the hood.
+
+    `previous` is the last plan's path moved into the current vehicle frame.
+    """
+    paths = candidates(config)
+    s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
+    n = len(s)
+    assumed = x < cost.start_x
+    ok = assumed | (inside & cost.free[rows, cols])
+    first_block = np.where((~ok).any(axis=1), (~ok).argmax(axis=1), n)
+    before = np.arange(n)[None, :] < first_block[:, None]
+    free_length = np.where(first_block > 0, s[np.maximum(first_block - 1, 0)], 0.0)
+    hood_length = (assumed & before).sum(axis=1) * config.step_m
+
+    judged = before & ~assumed
+    lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
+    near = judged * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
+    centring = (near * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
+        axis=1) / np.maximum(near.sum(axis=1), 1e-9) / config.centre_cap_m
+    peak_curvature = np.abs(paths.curvature).max(axis=1)
+    score = (config.w_length * np.minimum(free_length, config.goal_m) / config.goal_m
+             - config.w_lane * np.minimum(lane_points / 3.0, 1.0)
+             + config.w_centre * centring
+             - config.w_curvature * peak_curvature)
+    if previous is not None and len(previous) >= 2:
+        lo, hi = max(previous[0, 0], cost.start_x), min(previous[-1, 0], 25.0)
+        span = (x >= lo) & (x <= hi) & before
+        prev_y = np.interp(x, previous[:, 0], previous[:, 1])
+        change = (np.abs(y - prev_y) * span).sum(axis=1) / np.maximum(span.sum(axis=1), 1)
+        score -= config.w_consistency * change
+    score = np.where(free_length - hood_length >= config.min_free_m, score, -np.inf)
+    best = int(np.argmax(score))
+    if not np.isfinite(score[best]):
+        return None
+    end = first_block[best]
+    points = np.column_stack([x[best, :end], y[best, :end]])
+    return Candidate(points, paths.curvature[best, :end], s[:end], float(free_length[best]),
+                     blocked_by(best, end, paths, cost, bev), float(score[best]))
+
+
+def blocked_by(best: int, end: int, paths: Candidates, cost: CostGrid,
+               bev: BirdsEye) -> str | None:
+    """What ends the chosen path: an obstacle's label when its footprint lies within 2 m past
+    the end (the road hidden behind a car ends a path just before its footprint), "edge" when
+    the seen road is not drivable, None when the path just runs out of the camera's view."""
+    n = len(paths.s)
+    if end >= n:
+        return None
+    r, c = paths.rows[best, end], paths.cols[best, end]
+    if not paths.inside[best, end] or not bev.visible[r, c]:
+        return None
+    ahead = slice(end, min(n, end + 5))
+    hits = paths.inside[best, ahead] & cost.obstacle[paths.rows[best, ahead],
+                                                     paths.cols[best, ahead]]
+    if hits.any():
+        i = end + int(np.argmax(hits))
+        return nearest_obstacle_label(bev, paths.x[best, i], paths.y[best, i])
+    return "edge"
+
+
+def previous_path(previous: Plan | None, speed: float, dt: float,
+                  config: PlannerConfig) -> np.ndarray | None:
+    """The last plan's waypoints in today's vehicle frame, by dead reckoning: the car moved
+    speed * dt along the arc its last steering command describes."""
+    if previous is None or len(previous.waypoints) < 2:
+        return None
+    vehicle = config.control.vehicle
+    curvature = -math.tan(previous.control.steer * math.radians(vehicle.max_steer_deg)) \
+        / vehicle.wheelbase_m
+    distance, turn = speed * dt, speed * dt * curvature
+    moved = np.array([distance * math.cos(turn / 2), distance * math.sin(turn / 2)])
+    c, s = math.cos(turn), math.sin(turn)
+    path = (np.asarray(previous.waypoints) - moved) @ np.array([[c, -s], [s, c]])
+    return path[np.argsort(path[:, 0])]
+
+
+def why_nothing_ahead(cost: CostGrid | None, bev: BirdsEye, config: PlannerConfig) -> str:
+    """The reason for a safe stop when no candidate has free road: an obstacle right ahead of
+    the bumper, or no drivable road."""
+    reach = config.front_m + config.min_free_m if cost is None else \
+        cost.start_x + config.min_free_m
+    close = [o for o in bev.obstacles
+             if o.x <= reach and abs(o.y) <= o.width / 2 + config.half_width_m + config.margin_m]
+    if close:
+        nearest = min(close, key=lambda o: o.x)
+        return f"{nearest.label} right ahead at {nearest.x:.1f} m"
+    return "no drivable area ahead"
+
+
+def nearest_obstacle_label(bev: BirdsEye, x: float, y: float) -> str:
+    if not bev.obstacles:
+        return "obstacle"
+    return min(bev.obstacles, key=lambda o: math.hypot(o.x - x, o.y - y)).label
+
+
+# --- speed -----------------------------------------------------------------------------------
+
+def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState, dt: float,
+                  config: PlannerConfig) -> tuple[float, list[str]]:
+    """Target speed now, and the reasons for going slower than cruise."""
+    limits: list[tuple[float, str]] = [(config.cruise_speed_mps, "")]
+    if len(best.s):  # the mean bend of the next 30 m: steadier than the peak of one sample
+        bend = float(np.abs(best.curvature[best.s <= 30.0]).mean())
+        if bend > 1e-4:
+            limits.append((math.sqrt(config.max_lateral_accel_mps2 / bend),
+                           f"curve (radius {1 / bend:.0f} m)"))
+    room = best.free_length_m - config.front_m
+    if best.blocked_by not in (None, "edge"):
+        gap = room - config.stop_gap_m
+        stop_speed = math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap))
+        limits.append((min(stop_speed, max(0.0, gap) / config.time_gap_s),
+                       f"{best.blocked_by} in path at {best.free_length_m:.1f} m"))
+    else:
+        ends = "path blocked" if best.blocked_by == "edge" else "free road seen"
+        gap = room - (config.stop_gap_m if best.blocked_by == "edge" else 0.0)
+        limits.append((math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap)),
+                       f"{ends} to {best.free_length_m:.1f} m"))
+    if bev.stop_sign_x is not None and not state.sign_cleared:
+        gap = bev.stop_sign_x - config.front_m - config.stop_gap_m
+        limits.append((math.sqrt(2 * config.comfort_decel_mps2 * max(0.0, gap)),
+                       f"stop sign at {bev.stop_sign_x:.1f} m"))
+    target, _ = min(limits)
+    if state.previous is not None:  # speed up gently; slowing down is never held back
+        target = min(target, state.previous.target_speed_mps + config.speed_up_mps2 * dt)
+    reasons = [why for limit, why in limits if why and limit < config.cruise_speed_mps - 0.5]
+    return float(target), reasons
+
+
+# --- the whole step --------------------------------------------------------------------------
+
+def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
+               speed_mps: float | None = None, config: PlannerConfig = PlannerConfig(),
+               detections_available: bool = True) -> PlanOutput:
+    """Plan for one perceived frame at time `now` (same clock as `result.timestamp`).
+
+    `speed_mps` is the car's measured speed; without one (a recorded video) the previous target
+    speed stands in for it. `detections_available=False` says no detector ran (a segmentation
+    model alone): the plan is `degraded` and slow, since obstacles cannot be seen.
+    """
+    dt = 0.05 if state.time is None else float(np.clip(now - state.time, 0.0, 1.0))
+    if speed_mps is None:
+        speed_mps = state.previous.target_speed_mps if state.previous else 0.0
+    if result is None:
+        return safe_stop(["no perception result"], state, now, dt, config)
+    age = now - result.timestamp
+    if age > config.deadline_s:
+        return safe_stop([f"perception is stale: {age:.2f} s old (deadline "
+                          f"{config.deadline_s:.2f} s)"], state, now, dt, config)
+    if result.drivable is None:
+        return safe_stop(["no drivable-area mask (is a segmentation model loaded?)"],
+                         state, now, dt, config)
+    bev = birdseye(result, camera, config.grid, near_x=config.front_m)
+    cost = cost_grid(bev, config)
+    previous = previous_path(state.previous, speed_mps, dt, config)
+    best = None if cost is None else score_candidates(cost, bev, previous, config)
+    if best is None:
+        return safe_stop([why_nothing_ahead(cost, bev, config)], state, now, dt, config, bev)
+
+    reasons = []  # inputs we plan without: the plan is `degraded`
+    if bev.lanes is None:
+        reasons.append("no lane mask: keeping to the drivable area")
+    if not detections_available:
+        reasons.append(f"no detector: obstacles unseen, speed capped at "
+                       f"{config.blind_speed_mps:.1f} m/s")
+    status = "degraded" if reasons else "ok"
+    state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
+    target, why_slow = speed_profile(best, bev, state, dt, config)
+    if not detections_available:
+        target = min(target, config.blind_speed_mps)
+    keep = (best.points[:, 0] >= cost.start_x) & np.isclose(best.s % 1.0, 0.0)  # every metre
+    waypoints = [(round(float(x), 3), round(float(y), 3)) for x, y in best.points[keep]]
+
+    steer = pure_pursuit_steer(np.asarray(waypoints).reshape(-1, 2), speed_mps, config.control)
+    throttle, brake, pid = speed_pid(target, speed_mps, dt, state.pid, config.control)
+    plan = Plan(status=status, reasons=reasons + why_slow, waypoints=waypoints,
+                target_speed_mps=round(target, 3),
+                control=Control(steer=steer, throttle=throttle, brake=brake),
+                obstacles=obstacles_of(bev))
+    return PlanOutput(plan, replace(state, previous=plan, time=now, pid=pid), bev)
+
+
+def stop_sign_memory(bev: BirdsEye, state: PlannerState, speed: float, now: float,
+                     config: PlannerConfig) -> dict:
+    """Stop at a sign, wait `stop_sign_wait_s`, then go; forget once the sign is out of view."""
+    if bev.stop_sign_x is None:
+        return {"stopped_at_sign_since": None, "sign_cleared": False}
+    if state.sign_cleared:
+        return {}
+    if speed > 0.3:
+        return {"stopped_at_sign_since": None}
+    since = state.stopped_at_sign_since if state.stopped_at_sign_since is not None else now
+    return {"stopped_at_sign_since": since,
+            "sign_cleared": now - since >= config.stop_sign_wait_s}

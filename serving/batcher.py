@@ -1,0 +1,153 @@
+"""Dynamic batching: many callers, one `perceive(frames)` call per batch.
+
+Callers `submit()` a frame and get a `concurrent.futures.Future`; one worker thread takes the
+first waiting request, gathers more until it has `max_batch` of them or `max_delay_ms` has
+passed since the first, runs them as one batch and hands each caller its own result. The queue is
+bounded: when it is full `submit()` raises `QueueFull` at once (HTTP 503, gRPC
+RESOURCE_EXHAUSTED) instead of letting latency grow without limit. A request whose deadline
+passes while it waits is failed with `DeadlineExceeded` and never run. `close()` stops
+accepting and finishes everything already accepted. Batching off is `max_batch=1`.
+
+Both transports share one batcher: FastAPI awaits the future with `asyncio.wrap_future`, the
+gRPC handlers block on `future.result()` in their own threads.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from perception.frames import Frame
+from perception.results import FrameResult
+
+
+class QueueFull(Exception):
+    """The request queue is full; retry later."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping and takes no new requests."""
+
+
+class DeadlineExceeded(Exception):
+    """The request waited past its deadline and was not run."""
+
+
+@dataclass
+class _Request:
+    frame: Frame
+    deadline: float  # time.monotonic() after which the request is not worth running
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """What one batch looked like, reported to the `on_batch` hook (metrics)."""
+
+    size: int
+    queue_wait_s: list[float]
+    run_s: float
+    expired: int
+
+
+class Batcher:
+    def __init__(self, perceive: Callable[[list[Frame]], list[FrameResult]], max_batch: int = 8,
+                 max_delay_ms: float = 5.0, queue_size: int = 64,
+                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+        if max_batch < 1 or queue_size < 1 or max_delay_ms < 0:
+            raise ValueError("max_batch and queue_size must be >= 1, max_delay_ms >= 0")
+        self.perceive = perceive
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_ms / 1000.0
+        self.on_batch = on_batch
+        self._queue: queue.Queue[_Request] = queue.Queue(maxsize=queue_size)
+        self._accepting = True
+        self._lock = threading.Lock()  # orders submit() against close()
+        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not counting the batch being run)."""
+        return self._queue.qsize()
+
+    def submit(self, frame: Frame, timeout_s: float = 30.0) -> Future:
+        """Queue one frame; the future resolves to its FrameResult or raises."""
+        request = _Request(frame, deadline=time.monotonic() + timeout_s)
+        with self._lock:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down")
+            try:
+                self._queue.put_nowait(request)
+            except queue.Full:
+                raise QueueFull(f"request queue is full ({self._queue.maxsize} waiting)") from None
+        return request.future
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, run everything already queued, then stop the worker."""
+        with self._lock:
+            self._accepting = False
+        self._worker.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
+
+    def _collect(self) -> list[_Request] | None:
+        """The next batch; None once closed and drained."""
+        try:
+            first = self._queue.get(timeout=0.05)
+        except queue.Empty:
+            return None if not self._accepting else []
+        batch = [first]
+        until = time.monotonic() + self.max_delay_s
+        while len(batch) < self.max_batch:
+            left = until - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=left) if left > 0 else
+                             self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        now = time.monotonic()
+        live: list[_Request] = []
+        expired = 0
+        for request in batch:
+            if not request.future.set_running_or_notify_cancel():
+                continue  # the caller gave up (cancelled) while it waited
+            if now > request.deadline:
+                request.future.set_exception(DeadlineExceeded(
+                    f"request waited {now - request.enqueued:.2f} s in the queue, past its "
+                    "deadline"))
+                expired += 1
+                continue
+            live.append(request)
+        if not live:
+            return
+        started = time.monotonic()
+        try:
+            results = self.perceive([request.frame for request in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"perceive returned {len(results)} results for "
+                                   f"{len(live)} frames")
+        except Exception as error:  # every caller of the batch learns what went wrong
+            for request in live:
+                request.future.set_exception(error)
+        else:
+            for request, result in zip(live, results, strict=True):
+                request.future.set_result(result)
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(size=len(live),
+                                     queue_wait_s=[started - r.enqueued for r in live],
+                                     run_s=time.monotonic() - started, expired=expired))

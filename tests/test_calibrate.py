@@ -1,0 +1,107 @@
+"""Chessboard calibration on the real Udacity photos, the command, and undistortion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.calibrate import CalibrationError, Undistorter, calibrate, expand
+from perception.camera import load_camera
+from perception.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def chessboards(drives):
+    folder = drives / "udacity_advanced_lane_lines" / "camera_cal"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def udacity(chessboards):
+    return calibrate(expand([str(chessboards)]), (9, 6))
+
+
+def test_matches_the_manifest_reference(udacity):
+    """MANIFEST 2.3: fx 1156.5, fy 1151.3, cx 671.3, cy 389.2, RMS about 1.0 px, 17 of 20."""
+    K = udacity.camera.K
+    assert K[0, 0] == pytest.approx(1156.5, abs=3.0)
+    assert K[1, 1] == pytest.approx(1151.3, abs=3.0)
+    assert K[0, 2] == pytest.approx(671.3, abs=3.0)
+    assert K[1, 2] == pytest.approx(389.2, abs=3.0)
+    np.testing.assert_allclose(udacity.camera.dist[:2], [-0.247, -0.025], atol=0.01)
+    assert 0.5 < udacity.rms < 1.3
+    assert (udacity.camera.width, udacity.camera.height) == (1280, 720)
+    assert sorted(p.name for p in udacity.skipped) == [
+        "calibration1.jpg", "calibration4.jpg", "calibration5.jpg"]
+    assert sorted(p.name for p in udacity.resized) == ["calibration15.jpg", "calibration7.jpg"]
+
+
+def test_undistortion_moves_corners_where_the_model_says(udacity, chessboards):
+    """Corners found in the undistorted photo sit where cv2.undistortPoints puts the originals,
+    and the board's rows get straighter."""
+    import cv2
+
+    from perception.calibrate import find_corners
+    from perception.frames import read_image
+
+    image = read_image(chessboards / "calibration12.jpg")
+    undistorted = Undistorter(udacity.camera)(image)
+    assert undistorted.shape == image.shape
+    before = find_corners(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (9, 6))
+    after = find_corners(cv2.cvtColor(undistorted, cv2.COLOR_BGR2GRAY), (9, 6))
+    K, dist = udacity.camera.K, udacity.camera.dist
+    expected = cv2.undistortPoints(before, K, dist, P=K)
+    assert np.abs(after.reshape(-1, 2) - expected.reshape(-1, 2)).max() < 1.0
+
+    def bend(corners):  # worst distance of a corner from its row's straight line, px
+        rows = corners.reshape(6, 9, 2)
+        return max(np.abs(np.polyval(np.polyfit(r[:, 0], r[:, 1], 1), r[:, 0]) - r[:, 1]).max()
+                   for r in rows)
+
+    assert bend(after) < 0.6 * bend(before)
+    # Planning on undistorted frames uses camera.undistorted(): same K, no distortion.
+    plain = udacity.camera.undistorted()
+    np.testing.assert_array_equal(plain.K, K)
+    assert not plain.dist.any()
+    road = np.array([[12.0, 1.0], [25.0, -2.0]])
+    seen, _ = udacity.camera.ground_to_pixel(road)
+    expected_plain, _ = plain.ground_to_pixel(road)
+    moved = cv2.undistortPoints(seen.reshape(-1, 1, 2), K, dist, P=K).reshape(-1, 2)
+    np.testing.assert_allclose(moved, expected_plain, atol=0.05)
+    with pytest.raises(CalibrationError, match="frame is 640x360"):
+        Undistorter(udacity.camera)(np.zeros((360, 640, 3), np.uint8))
+
+
+def test_command_writes_camera_file(chessboards, tmp_path, capsys):
+    out = tmp_path / "camera.yaml"
+    code = cli_main(["calibrate", str(chessboards), "--board", "9x6", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "RMS reprojection error" in printed.out and "skipped: calibration1.jpg" in printed.err
+    camera = load_camera(out)
+    assert camera.K[0, 0] == pytest.approx(1156.5, abs=3.0)
+
+
+def test_no_board_found(drives, tmp_path, capsys):
+    road = drives / "udacity_lanelines_p1" / "solidWhiteRight.jpg"
+    out = tmp_path / "camera.yaml"
+    code = cli_main(["calibrate", str(road), "--board", "9x6", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == ("perception: error: no 9x6 chessboard (inner corners) found in any of the 1 "
+                   "image(s); check --board and that the whole board is in view")
+    assert not out.exists()
+
+
+def test_bad_arguments(chessboards, tmp_path, capsys):
+    out = tmp_path / "camera.yaml"
+    assert cli_main(["calibrate", str(chessboards), "--board", "nine", "--out", str(out)]) == 2
+    assert "--board must look like 9x6" in capsys.readouterr().err
+    photo = str(chessboards / "calibration2.jpg")
+    assert cli_main(["calibrate", photo, "--out", str(out)]) == 2
+    assert "found in only 1 image(s)" in capsys.readouterr().err
+    assert cli_main(["calibrate", str(tmp_path / "none.jpg"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not out.exists()

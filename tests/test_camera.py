@@ -1,0 +1,167 @@
+"""Camera model: projection round trips (property-based), the YAML file, dataset readers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from perception.camera import (
+    CameraError,
+    CameraModel,
+    Mount,
+    carla_camera,
+    load_camera,
+    read_kitti_calib,
+    save_camera,
+)
+
+
+def make_camera(pitch=3.0, roll=0.0, yaw=0.0, z=1.4, dist=(0.0,) * 5) -> CameraModel:
+    K = np.array([[900.0, 0, 480], [0, 880.0, 270], [0, 0, 1]])
+    return CameraModel(960, 540, K, np.array(dist), Mount(1.5, 0.2, z, roll, pitch, yaw))
+
+
+mounts = st.fixed_dictionaries({
+    "pitch": st.floats(-5, 25), "roll": st.floats(-5, 5), "yaw": st.floats(-10, 10),
+    "z": st.floats(0.5, 3.0),
+    "dist": st.sampled_from([(0.0,) * 5, (-0.25, 0.05, 0.001, -0.001, 0.0), (0.1, -0.02, 0, 0)]),
+})
+
+
+@settings(max_examples=60, deadline=None)
+@given(mounts, st.floats(6.0, 60.0), st.floats(-8.0, 8.0))
+def test_ground_point_round_trip(params, x, y):
+    camera = make_camera(**params)
+    pixels, in_front = camera.ground_to_pixel(np.array([[x, y]]))
+    assert in_front.all()
+    u, v = pixels[0]
+    if not (0 <= u < camera.width and 0 <= v < camera.height):
+        return  # outside the image: nothing to invert
+    ground, below = camera.pixel_to_ground(pixels)
+    assert below.all()
+    np.testing.assert_allclose(ground[0], [x, y], atol=1e-4 * max(1.0, x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(mounts, st.floats(0, 959), st.floats(0, 539))
+def test_pixel_round_trip(params, u, v):
+    camera = make_camera(**params)
+    ground, below = camera.pixel_to_ground(np.array([[u, v]]))
+    if not below.all() or np.hypot(*ground[0]) > 1e4:
+        return  # at or above the horizon
+    pixels, in_front = camera.ground_to_pixel(ground)
+    assert in_front.all()
+    np.testing.assert_allclose(pixels[0], [u, v], atol=1e-6)
+
+
+def test_geometry_conventions():
+    level = make_camera(pitch=0.0)
+    # A level camera sees the horizon at the principal row, and the road below it.
+    _, below = level.pixel_to_ground(np.array([[480.0, 269.0], [480.0, 271.0]]))
+    assert below.tolist() == [False, True]
+    # Points to the left (y > 0) appear left of the principal point; farther is higher up.
+    pixels, _ = level.ground_to_pixel(np.array([[10.0, 2.0], [20.0, 0.2]]))
+    assert pixels[0, 0] < 480 and pixels[1, 1] < pixels[0, 1]
+    # Pitching down moves the horizon up in the image.
+    pitched = make_camera(pitch=5.0)
+    far_level, _ = level.ground_to_pixel(np.array([[100.0, 0.2]]))
+    far_pitched, _ = pitched.ground_to_pixel(np.array([[100.0, 0.2]]))
+    assert far_pitched[0, 1] < far_level[0, 1]
+
+
+def test_homography_matches_projection():
+    camera = make_camera(pitch=4.0, roll=1.0, yaw=-2.0)
+    points = np.array([[8.0, -1.0], [15.0, 3.0], [40.0, 0.5]])
+    pixels, _ = camera.ground_to_pixel(points)
+    h = camera.ground_homography() @ np.column_stack([points, np.ones(3)]).T
+    np.testing.assert_allclose((h[:2] / h[2]).T, pixels, atol=1e-6)
+
+
+def test_yaml_round_trip(tmp_path):
+    camera = make_camera(pitch=2.5, dist=(-0.2, 0.03, 0.0, 0.0, 0.0))
+    path = tmp_path / "camera.yaml"
+    save_camera(camera, path, comment="test")
+    data = yaml.safe_load(path.read_text())
+    assert list(data) == ["width", "height", "K", "dist", "mount"]
+    assert list(data["mount"]) == ["x", "y", "z", "roll", "pitch", "yaw"]
+    loaded = load_camera(path)
+    assert loaded.to_dict() == camera.to_dict()
+    assert [p.name for p in tmp_path.iterdir()] == ["camera.yaml"]  # no temp file left
+
+
+def write(tmp_path, **changes):
+    data = make_camera().to_dict()
+    for key, value in changes.items():
+        if key in data["mount"]:
+            data["mount"][key] = value
+        elif value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path = tmp_path / "camera.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"K": [[-900.0, 0, 480], [0, 880.0, 270], [0, 0, 1]]}, "focal lengths must be positive"),
+    ({"pitch": 90.0}, "mount.pitch must be between -30 and 60"),
+    ({"K": [[900.0, 0, 480], [0, 880.0, 270]]}, "K must be a 3x3"),
+    ({"dist": [0.1, 0.2, 0.3]}, "dist must have 0, 4, 5, 8, 12 or 14"),
+    ({"z": -1.0}, "mount.z"),
+    ({"width": 0}, "width and height must be positive"),
+    ({"width": 960.5}, "whole numbers"),
+    ({"K": [[900.0, 0, 2000], [0, 880.0, 270], [0, 0, 1]]}, "principal point"),
+    ({"mount": None}, "missing key(s) mount"),
+    ({"K": "nine hundred"}, "K must be a 3x3"),
+])
+def test_bad_camera_files(tmp_path, changes, message):
+    with pytest.raises(CameraError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_camera(write(tmp_path, **changes))
+
+
+def test_unreadable_camera_files(tmp_path):
+    with pytest.raises(CameraError, match="no such camera file"):
+        load_camera(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("width: [1, 2\n")
+    with pytest.raises(CameraError, match="not valid YAML"):
+        load_camera(bad)
+    bad.write_text("width: 10\nheight: 10\nK: []\ndist: []\nmount: {x: 0}\nfoo: 1\n")
+    with pytest.raises(CameraError, match="unknown key"):
+        load_camera(bad)
+
+
+def test_kitti_calib(drives):
+    camera = read_kitti_calib(drives / "kitti_object" / "calib" / "000001.txt")
+    assert camera.K[0, 0] == pytest.approx(721.5377) and camera.K[1, 2] == pytest.approx(172.854)
+    assert camera.mount.z == pytest.approx(1.65, abs=0.02)  # KITTI: cameras 1.65 m up
+    assert camera.mount.y == pytest.approx(0.06, abs=0.02)  # camera 2 is 6 cm left of camera 0
+    assert abs(camera.mount.pitch) < 2 and abs(camera.mount.roll) < 2 and abs(camera.mount.yaw) < 1
+    # A point 20 m ahead on the road lands near the image centre column, below the horizon.
+    pixels, _ = camera.ground_to_pixel(np.array([[20.0, camera.mount.y]]))
+    assert abs(pixels[0, 0] - camera.K[0, 2]) < 5 and pixels[0, 1] > camera.K[1, 2]
+
+
+def test_kitti_calib_errors(tmp_path):
+    bad = tmp_path / "calib.txt"
+    bad.write_text("P0: 1 0 0 0 0 1 0 0 0 0 1 0\n")
+    with pytest.raises(CameraError, match="needs P2"):
+        read_kitti_calib(bad)
+
+
+def test_carla_camera():
+    camera = carla_camera(800, 600, 90.0, x=1.5, y=0.3, z=2.4, pitch=-15.0)
+    assert camera.K[0, 0] == pytest.approx(400.0) and camera.K[1, 1] == pytest.approx(400.0)
+    assert camera.mount.pitch == 15.0  # CARLA pitch -15 looks down
+    assert camera.mount.y == -0.3  # CARLA y is to the right
+    # Looking down 15 degrees from 2.4 m: the image centre meets the road ~9 m ahead.
+    ground, _ = camera.pixel_to_ground(np.array([[400.0, 300.0]]))
+    assert ground[0, 0] == pytest.approx(1.5 + 2.4 / math.tan(math.radians(15)), rel=1e-6)
+    with pytest.raises(CameraError, match="fov"):
+        carla_camera(800, 600, 0.0, 0, 0, 1)

@@ -1,0 +1,191 @@
+"""Planning cases on synthetic roads seen through a camera, and the fail-safe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from perception.planning import PlannerConfig, PlannerState, plan_frame
+from perception.results import Detection, FrameResult
+from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, arc_centre, straight_centre
+
+CRUISE = PlannerConfig().cruise_speed_mps
+
+
+def plan_on(road: Road, speed: float = 10.0):
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    return plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=speed)
+
+
+def lateral_error(road: Road, waypoints) -> np.ndarray:
+    return np.array([road.cross_track(x, y)[0] for x, y in waypoints])
+
+
+def test_straight_road():
+    out = plan_on(Road(straight_centre(), lanes_left=1, lanes_right=1))
+    plan = out.plan
+    assert plan.status == "ok" and plan.reasons == []
+    xs = np.array(plan.waypoints)[:, 0]
+    assert xs[0] <= 6.0 and xs[-1] >= 38.0  # from the first seen road to the end of the grid
+    assert np.abs(np.array(plan.waypoints)[:, 1]).max() < 0.15
+    assert plan.target_speed_mps == CRUISE
+    assert abs(plan.control.steer) < 0.01 and plan.control.throttle > 0 and plan.control.brake == 0
+
+
+@pytest.mark.parametrize("radius", [50.0, -50.0, 120.0])
+def test_curve(radius):
+    road = Road(arc_centre(radius), lanes_left=1)
+    plan = plan_on(road).plan
+    assert plan.status == "ok"
+    near = [w for w in plan.waypoints if w[0] <= 25.0]
+    assert len(near) >= 15
+    assert np.abs(lateral_error(road, near)).max() < 0.3
+    assert np.sign(plan.control.steer) == -np.sign(radius)  # steer > 0 is right
+    limit = np.sqrt(PlannerConfig().max_lateral_accel_mps2 * abs(radius))
+    if limit < CRUISE:
+        assert plan.target_speed_mps == pytest.approx(limit, rel=0.25)
+        assert any(r.startswith("curve") for r in plan.reasons)
+
+
+def test_obstacle_ahead_in_lane():
+    """Stay in lane behind it (no lane change), slow down to keep the gap."""
+    road = Road(straight_centre(), lanes_left=1, cars=[Car(20.0, 0.0)])
+    plan = plan_on(road).plan
+    assert plan.status == "ok"
+    path = np.array(plan.waypoints)
+    assert np.abs(path[:, 1]).max() < 0.3
+    assert path[-1, 0] < 20.0 - PlannerConfig().margin_m
+    assert plan.target_speed_mps < 7.0
+    assert any(r.startswith("car in path at") for r in plan.reasons)
+    assert [(round(o.x), round(o.y), o.label) for o in plan.obstacles] == [(20, 0, "car")]
+
+
+def test_obstacle_beside_lane():
+    road = Road(straight_centre(), lanes_left=1, cars=[Car(15.0, 3.6)])
+    plan = plan_on(road).plan
+    assert plan.status == "ok" and plan.target_speed_mps == CRUISE
+    path = np.array(plan.waypoints)
+    assert path[-1, 0] >= 38.0 and np.abs(path[:, 1]).max() < 0.3
+    assert len(plan.obstacles) == 1
+
+
+def test_fully_blocked_road():
+    cars = [Car(12.0, 0.0), Car(12.0, 3.6), Car(12.5, -3.0)]
+    road = Road(straight_centre(), lanes_left=1, lanes_right=1, cars=cars)
+    plan = plan_on(road).plan
+    path = np.array(plan.waypoints)
+    assert path[-1, 0] < 12.0
+    # 12 m ahead minus the bumper (3.8 m) and the stop gap (3 m) leaves ~5 m to stop in.
+    assert plan.target_speed_mps < 3.0
+    assert plan.control.brake > 0.5 and plan.control.throttle == 0
+    close = plan_on(Road(straight_centre(), cars=[Car(6.5, 0.0, width=3.8)])).plan
+    assert close.target_speed_mps == 0.0
+
+
+def empty_result(now=0.0, drivable=True, lanes=True) -> FrameResult:
+    result = FrameResult(frame_index=0, source="t", timestamp=now, width=640, height=360)
+    result.drivable = np.zeros((360, 640), np.uint8) if drivable else None
+    result.lanes = np.zeros((360, 640), np.uint8) if lanes else None
+    return result
+
+
+def test_empty_perception_is_a_safe_stop():
+    plan = plan_frame(empty_result(), SIM_CAMERA, PlannerState(), now=0.0, speed_mps=10.0).plan
+    assert plan.status == "safe_stop" and plan.reasons == ["no drivable area ahead"]
+    assert plan.waypoints == [] and plan.target_speed_mps == 0.0
+    assert plan.control.throttle == 0.0 and 0 < plan.control.brake <= 0.6
+
+
+@pytest.mark.parametrize("result, now, reason", [
+    (None, 0.0, "no perception result"),
+    (empty_result(drivable=False), 0.0, "no drivable-area mask (is a segmentation model loaded?)"),
+    (empty_result(now=10.0), 10.8, "perception is stale: 0.80 s old (deadline 0.50 s)"),
+])
+def test_missing_or_stale_perception(result, now, reason):
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=now, speed_mps=10.0).plan
+    assert plan.status == "safe_stop" and plan.reasons == [reason] and plan.waypoints == []
+
+
+def test_stale_frame_of_a_good_road_is_not_used():
+    result = RoadCamera(Road(straight_centre())).observe(0.0, 0.0, 0.0, timestamp=5.0)
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=6.0, speed_mps=10.0).plan
+    assert plan.status == "safe_stop" and plan.waypoints == []
+
+
+def test_road_starting_far_ahead_is_not_guessed():
+    """Drivable road only beyond 20 m: nothing connects us to it, so no path."""
+    road = Road(straight_centre(200.0, start=20.0))
+    plan = plan_on(road).plan
+    assert plan.status == "safe_stop" and plan.reasons == ["no drivable area ahead"]
+
+
+def test_safe_stop_brakes_smoothly():
+    state, brakes = PlannerState(), []
+    for i in range(8):
+        out = plan_frame(None, SIM_CAMERA, state, now=0.1 * i, speed_mps=10.0)
+        state = out.state
+        brakes.append(out.plan.control.brake)
+    assert brakes == sorted(brakes) and brakes[0] <= 0.3 and brakes[-1] == 0.6
+    assert max(np.diff(brakes)) <= 0.2 + 1e-9
+
+
+def test_degraded_without_lane_mask():
+    result = RoadCamera(Road(straight_centre())).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    result.lanes = None
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=10.0).plan
+    assert plan.status == "degraded"
+    assert plan.reasons[0] == "no lane mask: keeping to the drivable area"
+    assert np.abs(np.array(plan.waypoints)[:, 1]).max() < 0.3
+
+
+def test_degraded_without_detector():
+    result = RoadCamera(Road(straight_centre())).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=10.0,
+                      detections_available=False).plan
+    assert plan.status == "degraded" and plan.target_speed_mps == 5.0
+    assert plan.reasons == ["no detector: obstacles unseen, speed capped at 5.0 m/s"]
+
+
+def test_stop_sign():
+    road = Road(straight_centre())
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    # 0.75 m sign, 25 px at f = 500 px: 15 m from the camera, 16.5 m from the rear axle.
+    result.detections.append(Detection(class_id=11, label="stop sign", score=0.9,
+                                       box=(500, 100, 525, 125), category="stop_sign"))
+    out = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0)
+    assert "stop sign at 16.5 m" in out.plan.reasons
+    assert out.plan.target_speed_mps == pytest.approx(np.sqrt(2 * 2.5 * (16.5 - 3.8 - 3.0)),
+                                                     abs=1e-3)
+    # Standing at the sign: wait stop_sign_wait_s, then go.
+    state, t = out.state, 0.0
+    while t < 2.5:
+        t += 0.5
+        result.timestamp = t
+        out = plan_frame(result, SIM_CAMERA, state, now=t, speed_mps=0.0)
+        state = out.state
+    assert state.sign_cleared and not any("stop sign" in r for r in out.plan.reasons)
+
+
+def test_plan_is_part_of_the_result_json():
+    road = Road(straight_centre(), cars=[Car(25.0, 0.0)])
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    result.plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=5.0).plan
+    data = json.loads(result.model_dump_json())
+    plan = data["plan"]
+    assert set(plan) == {"status", "reasons", "waypoints", "target_speed_mps", "control",
+                         "obstacles"}
+    assert set(plan["control"]) == {"steer", "throttle", "brake"}
+    assert set(plan["obstacles"][0]) == {"x", "y", "width", "label"}
+    assert all(len(w) == 2 for w in plan["waypoints"])
+    assert FrameResult.model_validate(data).plan == result.plan
+
+
+def test_same_input_same_plan_and_state_is_explicit():
+    road = Road(arc_centre(80.0), lanes_left=1)
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    first = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0)
+    again = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0)
+    assert first.plan == again.plan
+    assert first.state.previous == first.plan and first.state.time == 0.0

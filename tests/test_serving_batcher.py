@@ -1,0 +1,101 @@
+"""The dynamic batcher on its own: batching, each caller's own result, limits, shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from serving_harness import StatsPerceiver
+
+from perception.frames import Frame
+from serving.batcher import Batcher, DeadlineExceeded, QueueFull, ShuttingDown
+
+
+def frame(value: int) -> Frame:
+    return Frame(np.full((8, 8, 3), value, np.uint8), 0.0, value, f"test:{value}")
+
+
+def test_each_caller_gets_its_own_result_from_shared_batches() -> None:
+    model = StatsPerceiver()
+    batcher = Batcher(model.perceive, max_batch=8, max_delay_ms=20, queue_size=64)
+    values = list(range(0, 250, 5))  # 50 distinct images
+    with ThreadPoolExecutor(16) as pool:
+        futures = list(pool.map(lambda v: batcher.submit(frame(v)), values))
+        results = [f.result(10) for f in futures]
+    batcher.close()
+    for value, result in zip(values, results, strict=True):
+        assert result.frame_index == value
+        assert result.detections[0].score == pytest.approx(value / 255, abs=1e-6)
+    assert sum(model.batches) == len(values)
+    assert max(model.batches) > 1, "concurrent requests should share batches"
+    assert max(model.batches) <= 8
+
+
+def test_batching_off_runs_one_frame_at_a_time() -> None:
+    model = StatsPerceiver()
+    batcher = Batcher(model.perceive, max_batch=1, max_delay_ms=20, queue_size=64)
+    futures = [batcher.submit(frame(v)) for v in range(10)]
+    assert [f.result(10).frame_index for f in futures] == list(range(10))
+    batcher.close()
+    assert model.batches == [1] * 10
+
+
+def test_full_queue_refuses_at_once_and_the_rest_complete() -> None:
+    gate = threading.Event()
+    model = StatsPerceiver(gate)
+    batcher = Batcher(model.perceive, max_batch=1, max_delay_ms=0, queue_size=2)
+    running = batcher.submit(frame(1))
+    time.sleep(0.2)  # the worker has taken it and is held at the gate
+    queued = [batcher.submit(frame(2)), batcher.submit(frame(3))]
+    with pytest.raises(QueueFull):
+        batcher.submit(frame(4))
+    gate.set()
+    assert [f.result(10).frame_index for f in [running, *queued]] == [1, 2, 3]
+    batcher.close()
+
+
+def test_a_request_past_its_deadline_is_not_run() -> None:
+    gate = threading.Event()
+    model = StatsPerceiver(gate)
+    batcher = Batcher(model.perceive, max_batch=1, max_delay_ms=0, queue_size=4)
+    first = batcher.submit(frame(1))
+    time.sleep(0.1)
+    late = batcher.submit(frame(2), timeout_s=0.05)
+    time.sleep(0.2)
+    gate.set()
+    assert first.result(10).frame_index == 1
+    with pytest.raises(DeadlineExceeded):
+        late.result(10)
+    batcher.close()
+    assert model.batches == [1]
+
+
+def test_close_finishes_accepted_requests_and_refuses_new_ones() -> None:
+    gate = threading.Event()
+    model = StatsPerceiver(gate)
+    batcher = Batcher(model.perceive, max_batch=2, max_delay_ms=0, queue_size=16)
+    futures = [batcher.submit(frame(v)) for v in range(6)]
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    time.sleep(0.1)
+    with pytest.raises(ShuttingDown):
+        batcher.submit(frame(99))
+    gate.set()
+    closer.join(10)
+    assert [f.result(0).frame_index for f in futures] == list(range(6))
+
+
+def test_a_failing_batch_fails_each_of_its_callers() -> None:
+    def broken(frames: list[Frame]) -> list:
+        raise ValueError("model exploded")
+
+    batcher = Batcher(broken, max_batch=4, max_delay_ms=10, queue_size=8)
+    futures = [batcher.submit(frame(v)) for v in range(3)]
+    for future in futures:
+        with pytest.raises(ValueError, match="model exploded"):
+            future.result(10)
+    assert batcher.submit(frame(5)).exception(10) is not None  # the worker is still alive
+    batcher.close()
