@@ -28,10 +28,11 @@ from models import data as readers
 from models.data import DataError, Record, load
 from models.distill import TEACHERS, FrameRef, read_frames
 from models.metrics import BoxAP, MaskIoU
+from models.zoo import spec_from_onnx
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
-from perception.multitask_decode import candidates, decode_multitask, spec_from_onnx_metadata
+from perception.multitask_decode import candidates, decode_multitask
 from perception.preprocess import preprocess
 
 EVAL_SCORE = 0.01  # AP needs the whole ranking, not only confident boxes
@@ -41,8 +42,8 @@ class Student:
     """Our ONNX model through the runtime's preprocess -> ONNX Runtime chain."""
 
     def __init__(self, path: Path, threads: int = 2) -> None:
+        self.spec, _ = spec_from_onnx(path)
         self.model = OnnxModel(path, providers=["CPUExecutionProvider"], threads=threads)
-        self.spec = spec_from_onnx_metadata(self.model.metadata)
         self.name = path.name
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, ...]:

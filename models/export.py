@@ -1,16 +1,16 @@
 """Checkpoint -> ONNX (fp32, fp16, INT8) that the runtime loads with no side file.
 
     perception export --checkpoint runs/lite/last.pt --out models/embedded/multitask_lite.onnx \
-        --fp16 --int8 --calibration data/distilled/images
+        --fp16 --int8 --torch --calibration data/distilled
 
 The graph is `models.net.Deployed` (sigmoids and box decoding inside) with a dynamic batch axis,
-opset 17. Its `ModelSpec` (classes, input convention, thresholds) is stored in the ONNX
-metadata, one JSON value per ModelSpec key (`perception.multitask_decode.spec_from_onnx_metadata`
-reads it back). `--fp16` writes `<out stem>.fp16.onnx` (fp16 weights and activations, fp32
-inputs and outputs); `--int8` writes `<out stem>.int8.onnx`, statically quantized by ONNX
-Runtime (QDQ, per-channel int8 weights, uint8 activations; the box and mask decoding at the
-end stays float) with real frames for calibration. Every file is
-written under a temporary name and moved into place only once complete and checked.
+opset 17. Its `ModelSpec` (classes, input convention, thresholds) is stored as JSON in the
+ONNX metadata key `perception.spec`, which `models.zoo.resolve("file.onnx")` reads back.
+`--fp16` writes `<out stem>.fp16.onnx` (fp16 weights and activations, fp32 inputs and
+outputs); `--int8` writes `<out stem>.int8.onnx`, statically quantized by ONNX Runtime (QDQ,
+per-channel int8 weights, uint8 activations; the box and mask decoding at the end stays float)
+with real frames for calibration; `--torch` writes `<out stem>.pt`, the weights alone. Every
+file is written under a temporary name and moved into place only once complete and checked.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from models.data import DataError
 from models.net import CLASSES, Deployed, MultiTaskNet
 from models.train import build_net, load_checkpoint, save_checkpoint
+from models.zoo import SPEC_METADATA_KEY
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
 from perception.modelspec import InputSpec, ModelSpec
@@ -55,7 +56,8 @@ def model_spec(net: MultiTaskNet, file: str = "", licence: str = "", sha256: str
 
 
 def metadata_props(spec: ModelSpec) -> dict[str, str]:
-    return {key: json.dumps(value) for key, value in spec.to_dict().items()}
+    """The spec as the zoo reads it from an ONNX file (`models.zoo.spec_from_onnx`)."""
+    return {SPEC_METADATA_KEY: json.dumps(spec.to_dict())}
 
 
 def export_onnx(net: MultiTaskNet, path: Path, spec: ModelSpec) -> None:

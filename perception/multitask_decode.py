@@ -7,13 +7,11 @@ outputs are (see models/net.py, `Deployed`):
   probabilities; score = objectness x best class probability;
 - `drivable`, `lanes` (N, H, W): per-pixel probabilities at input resolution.
 
-The model's `ModelSpec` travels inside the ONNX file (metadata_props, one JSON value per
-ModelSpec key), so no side file is needed: `spec_from_onnx_metadata`.
+The model's `ModelSpec` travels inside the ONNX file (metadata key `perception.spec`, read by
+`models.zoo.resolve`), so no side file is needed.
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 
@@ -24,13 +22,6 @@ from perception.results import Detection
 
 OUTPUTS = ("detections", "drivable", "lanes")
 MASK_THRESHOLD = 0.5
-
-
-def spec_from_onnx_metadata(metadata: dict[str, str]) -> ModelSpec:
-    """The ModelSpec stored by `perception export` (each key's value is JSON)."""
-    fields = set(ModelSpec.__dataclass_fields__)
-    data = {key: json.loads(value) for key, value in metadata.items() if key in fields}
-    return ModelSpec.from_dict(data)
 
 
 def candidates(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,9 +13,9 @@ import torch
 from models.export import parity
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
 from models.train import build_net, load_checkpoint, save_checkpoint
+from models.zoo import spec_from_onnx
 from perception.cli import main as cli_main
 from perception.inference import OnnxModel
-from perception.multitask_decode import spec_from_onnx_metadata
 
 CONFIG = NetConfig(width=96, height=64)
 
@@ -49,7 +49,7 @@ def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> 
     reference = OnnxModel(out, providers=["CPUExecutionProvider"], threads=1).run(batch)
     for variant in ("lite.fp16.onnx", "lite.int8.onnx"):
         runtime = OnnxModel(tmp_path / variant, providers=["CPUExecutionProvider"], threads=1)
-        spec = spec_from_onnx_metadata(runtime.metadata)
+        spec, _ = spec_from_onnx(tmp_path / variant)
         assert spec.decoder == "multitask" and spec.file == variant
         outputs = runtime.run(batch)
         assert [o.shape for o in outputs] == [r.shape for r in reference]

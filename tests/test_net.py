@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from models.net import CLASSES, Deployed, MultiTaskNet, NetConfig
+from models.zoo import spec_from_onnx
 from perception.frames import read_image
 from perception.inference import OnnxModel
-from perception.multitask_decode import decode_multitask, spec_from_onnx_metadata
+from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "models" / "embedded"
@@ -33,7 +34,8 @@ def test_embedded_model_carries_its_spec_and_is_small() -> None:
     onnx_file = EMBEDDED / "multitask_lite.onnx"
     assert onnx_file.stat().st_size <= 5 * 1024 * 1024
     model = OnnxModel(onnx_file, providers=["CPUExecutionProvider"], threads=1)
-    spec = spec_from_onnx_metadata(model.metadata)
+    spec, path = spec_from_onnx(onnx_file)
+    assert path == onnx_file and spec.name == "multitask-lite"
     assert spec.decoder == "multitask" and spec.task == "multitask"
     assert spec.classes == CLASSES
     assert (spec.input.width, spec.input.height, spec.input.resize) == (512, 288, "stretch")
@@ -47,7 +49,7 @@ def test_torch_and_onnxruntime_agree_on_real_frames(drives: Path) -> None:
     onnx_model = OnnxModel(EMBEDDED / "multitask_lite.onnx", providers=["CPUExecutionProvider"],
                            threads=1)
     torch_model = TorchModel(EMBEDDED / "multitask_lite.pt", device="cpu")
-    spec = spec_from_onnx_metadata(onnx_model.metadata)
+    spec, _ = spec_from_onnx(EMBEDDED / "multitask_lite.onnx")
     assert torch_model.spec.input == spec.input and torch_model.spec.classes == spec.classes
     images = [read_image(drives / "bdd100k_frames" / "yolop" / "0ace96c3-48481887.jpg"),
               read_image(drives / "udacity_lanelines_p1" / "solidWhiteRight.jpg"),
