@@ -35,6 +35,7 @@ class TorchModel:
         self.spec = model_spec(net, self.path.name)
         self.metadata = metadata_props(self.spec)
         self.output_names = list(Deployed.output_names)
+        self.fixed_batch: int | None = None  # any batch size (one CUDA graph per size seen)
         self.device = pick_device(device)
         cuda = self.device.type == "cuda"
         self.half = cuda if half is None else half
