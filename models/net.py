@@ -161,6 +161,3 @@ class Deployed(nn.Module):
         return (torch.cat((boxes, torch.sigmoid(logits)), -1), probabilities[:, 0],
                 probabilities[:, 1])
 
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
