@@ -17,7 +17,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +40,7 @@ class SimRecorder(FoxgloveWriter):
         self.write(frame, result)
         ns = int(round(frame.timestamp * 1e9))
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-        self._json("/sim/state", ns, state)
+        self.write_json("/sim/state", ns, state)
         if truth is None:
             return
         for which in ("drivable", "lanes"):
@@ -49,23 +48,14 @@ class SimRecorder(FoxgloveWriter):
             if mask is not None:
                 ok, png = cv2.imencode(".png", mask * 255)
                 assert ok, "OpenCV could not encode a PNG"
-                self._put(f"/ground_truth/{which}", ns, CompressedImage(
+                self.write_protobuf(f"/ground_truth/{which}", ns, CompressedImage(
                     timestamp=stamp, frame_id=CAMERA_FRAME, format="png", data=png.tobytes()))
-        self._json("/ground_truth/boxes", ns, {
+        self.write_json("/ground_truth/boxes", ns, {
             "frame_index": frame.index, "width": frame.width, "height": frame.height,
             "boxes": [d.model_dump(mode="json") for d in truth.detections]})
 
     def metrics(self, timestamp: float, summary: dict) -> None:
-        self._json("/sim/metrics", int(round(timestamp * 1e9)), summary)
-
-    def _json(self, topic: str, ns: int, payload: dict) -> None:
-        if topic not in self._channels:
-            schema = self._mcap.register_schema(topic.strip("/").replace("/", "."),
-                                                "jsonschema", b'{"type": "object"}')
-            self._channels[topic] = self._mcap.register_channel(topic, "json", schema)
-        self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
-                               data=json.dumps(payload).encode())
-        self.counts[topic] = self.counts.get(topic, 0) + 1
+        self.write_json("/sim/metrics", int(round(timestamp * 1e9)), summary)
 
 
 @contextmanager
