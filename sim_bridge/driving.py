@@ -1,4 +1,5 @@
-"""Our planner and controller as the loop's driver: perception result -> Plan with controls.
+"""Our planner and controller as the loop's driver: perception result -> Plan with controls
+(and the models it plans on, for `perception sim` and the Leaderboard agent alike).
 
 The planner (perception/planning.py) works in the vehicle frame of our camera files: x forward,
 y left, origin on the ground under the rear axle, and its controller maps steer = 1 to the
