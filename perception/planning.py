@@ -30,6 +30,8 @@ import numpy as np
 from perception.bev import BevGrid, BirdsEye, birdseye
 from perception.camera import CameraModel
 from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.errors import PerceptionError
+from perception.modelspec import ModelSpec
 from perception.results import Control, FrameResult, Plan, PlanObstacle
 
 
@@ -105,6 +107,20 @@ class Candidate:
     free_length_m: float
     blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
     score: float
+
+
+def detects_road_users(specs: list[ModelSpec]) -> bool:
+    """Whether a set of models can be planned on, and whether it detects road users.
+
+    Without a segmentation model there is no drivable area and every plan would be a safe
+    stop: a PerceptionError, before anything runs. Without a detector, plans are `degraded`.
+    """
+    tasks = {spec.task for spec in specs}
+    if not tasks & {"segmentation", "multitask"}:
+        names = ", ".join(spec.name for spec in specs) or "none"
+        raise PerceptionError(f"planning needs a segmentation model for the drivable area "
+                              f"(e.g. twinlitenet); the models are: {names}")
+    return bool(tasks & {"detection", "multitask"})
 
 
 # --- fail-safe ---------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from perception.camera import CameraModel, carla_camera
 from perception.control import ControlConfig
-from perception.errors import PerceptionError
-from perception.planning import PlannerConfig, PlannerState, plan_frame
+from perception.planning import PlannerConfig, PlannerState, detects_road_users, plan_frame
 from perception.results import FrameResult, Plan
 from perception.vehicle_model import VehicleParams
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
@@ -65,20 +64,14 @@ def camera_model(spec: CameraSpec, car: CarGeometry = CarGeometry()) -> CameraMo
 
 
 def planning_perceiver(names: list[str]) -> tuple[Perceiver, bool]:
-    """Our models by zoo name, and whether one of them detects road users.
-
-    Planning needs a drivable-area mask: a set without a segmentation model is refused before
-    any model loads (it would only ever safe-stop).
-    """
+    """Our models by zoo name, and whether one of them detects road users; a set that cannot
+    be planned on (no segmentation model) is refused before any model loads."""
     from models.zoo import resolve  # torch-free: specs and verified files
     from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
 
     models = [resolve(name) for name in names]
-    tasks = {spec.task for spec, _ in models}
-    if not tasks & {"segmentation", "multitask"}:
-        raise PerceptionError(f"models {', '.join(names) or '(none)'}: planning needs a "
-                              "segmentation model for the drivable area (e.g. twinlitenet)")
-    return Perceiver(models), bool(tasks & {"detection", "multitask"})
+    detects = detects_road_users([spec for spec, _ in models])
+    return Perceiver(models), detects
 
 
 class PlannerDriver:
