@@ -83,11 +83,20 @@ class PerceptionAgent(AutonomousAgent):
             if not path.is_file():
                 raise PerceptionError(f"agent config {path}: no such file")
             config = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(config, dict):
+                raise PerceptionError(f"agent config {path}: expected a mapping (models, camera, "
+                                      "wheelbase_m, ...)")
         self.camera = CameraSpec.parse(str(config.get("camera", "640x360,90")))
-        self.perceiver, detects = planning_perceiver(
-            list(config.get("models", ["yolox-nano", "twinlitenet"])))
-        car = CarGeometry(**{key: float(config[key]) for key in CarGeometry.__dataclass_fields__
-                             if key in config})
+        models = config.get("models", ["yolox-nano", "twinlitenet"])
+        if isinstance(models, str):  # `models: yolox-nano,twinlitenet` as on the command line
+            models = models.split(",")
+        try:
+            car = CarGeometry(**{key: float(config[key])
+                                 for key in CarGeometry.__dataclass_fields__ if key in config})
+        except (TypeError, ValueError) as error:
+            raise PerceptionError(f"agent config: car geometry must be numbers ({error})") from None
+        self.perceiver, detects = planning_perceiver([str(m).strip() for m in models
+                                                      if str(m).strip()])
         self.driver = planner_driver(self.camera, car, detects)
         self.route_index = 0
         self.steps = 0
