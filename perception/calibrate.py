@@ -137,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     board = parse_board(args.board)
-    if args.square <= 0:
+    if not args.square > 0:  # also refuses nan
         raise CalibrationError(f"--square must be > 0, got {args.square:g}")
     result = calibrate(expand(args.images), board, args.square)
     cam = result.camera
