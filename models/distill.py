@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models.data import CLASS_ID, DataError
+from models.data import DataError, detection_arrays
 from perception.frames import Frame, open_source, read_image
+from perception.results import FrameResult
 
 TEACHERS = ("yolox-nano", "twinlitenet")
 
@@ -126,14 +127,11 @@ def read_frames(refs: list[FrameRef]) -> list[np.ndarray]:
     return images
 
 
-def pseudo_labels(result, width: int, height: int) -> dict[str, np.ndarray]:
+def pseudo_labels(result: FrameResult, width: int, height: int) -> dict[str, np.ndarray]:
     """A teacher `FrameResult` -> boxes normalised to [0, 1], our class ids, scores, masks."""
-    rows = [(d.box, CLASS_ID[d.category.replace("_", " ")], d.score)
-            for d in result.detections if d.category]
-    boxes = np.asarray([r[0] for r in rows], np.float32).reshape(-1, 4)
+    boxes, classes, scores = detection_arrays(result.detections)
     return {"boxes": boxes / np.array([width, height, width, height], np.float32),
-            "classes": np.asarray([r[1] for r in rows], np.int16),
-            "scores": np.asarray([r[2] for r in rows], np.float32),
+            "classes": classes.astype(np.int16), "scores": scores,
             "drivable": result.drivable.astype(np.uint8),
             "lanes": result.lanes.astype(np.uint8)}
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 
-from models.data import DataError
+from models.data import DataError, distilled_index
 from models.net import CLASSES, Deployed, MultiTaskNet
 from models.train import build_net, load_checkpoint, save_checkpoint
 from models.zoo import SPEC_METADATA_KEY
@@ -107,10 +107,8 @@ class CalibrationFrames:
 
 def calibration_files(folder: Path, count: int) -> list[Path]:
     """`count` frames spread over a folder; of a distilled folder, its training split only."""
-    index = folder / "index.json"
-    if index.is_file():
-        frames = json.loads(index.read_text())["frames"]
-        files = [folder / f["image"] for f in frames if f["split"] == "train"]
+    if (folder / "index.json").is_file():
+        files = [folder / f["image"] for f in distilled_index(folder) if f["split"] == "train"]
     else:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if folder.is_dir() else []
