@@ -4,10 +4,11 @@
     perception train --data data/distilled --kitti KITTI/training --out runs/lite --resume
 
 Each step draws a batch of frames from the distilled folders (teacher pseudo-labels for boxes,
-drivable area and lanes) and from any supervised sets given (BDD100K, KITTI, TuSimple, CamVid:
-whatever labels a frame has), augments them with OpenCV, and sums the losses of the labels each
-frame has: a supervised frame's losses are scaled by `--supervised-weight`. Frames of the
-distilled folders' validation sources are never trained on, whichever reader they come through.
+drivable area and lanes) and from any supervised sets given (BDD100K, KITTI, TuSimple, CamVid,
+CARLA recordings: whatever labels a frame has), augments them with OpenCV, and sums the losses
+of the labels each frame has: a supervised frame's losses are scaled by `--supervised-weight`.
+Frames of the distilled folders' validation sources are never trained on, whichever reader
+they come through.
 
 Every random choice derives from `--seed` and the step number, so a resumed run continues
 exactly where it stopped. Checkpoints (`last.pt`, written atomically) hold the model, its EMA,
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -128,6 +130,8 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
         supervised += readers.read_tusimple(folder)
     for folder in args.camvid or []:
         supervised += readers.read_camvid_road(folder)
+    for recording in args.sim or []:
+        supervised += readers.read_sim_recording(recording)
     if args.bdd_images:
         supervised += readers.read_bdd(args.bdd_images, args.bdd_detections, args.bdd_drivable,
                                        args.bdd_lanes)
@@ -137,7 +141,7 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
     weights += [args.supervised_weight] * len(supervised)
     if not train:
         raise DataError("nothing to train on: give --data (a distilled folder) and/or a "
-                        "labelled set (--kitti, --tusimple, --camvid, --bdd-images)")
+                        "labelled set (--kitti, --tusimple, --camvid, --bdd-images, --sim)")
     return train, weights, validation
 
 
@@ -242,8 +246,14 @@ def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors alike: not a usable file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    except pickle.UnpicklingError as error:  # torch's long advice to unpickle it anyway: no
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not one, or one "
+                              "holding more than tensors and plain values, which "
+                              "torch.load(weights_only=True) refuses)") from error
+    except Exception as error:  # zip and torch errors alike: not a usable file
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({type(error).__name__}: {reason})") from error
     if not isinstance(state, dict) or state.get("architecture") != ARCHITECTURE:
         found = state.get("architecture", "none") if isinstance(state, dict) else "none"
         raise CheckpointError(f"{path}: a checkpoint of architecture {found!r}, not "
@@ -412,6 +422,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bdd-detections", type=Path, help="BDD100K detection JSON")
     parser.add_argument("--bdd-drivable", type=Path, help="BDD100K drivable_maps/labels folder")
     parser.add_argument("--bdd-lanes", type=Path, help="BDD100K lane masks folder")
+    parser.add_argument("--sim", type=Path, action="append",
+                        help="a CARLA run recorded by `perception sim --ground-truth --out "
+                             "FILE.mcap`; repeatable")
     parser.add_argument("--supervised-weight", type=float, default=1.0,
                         help="loss weight of labelled (non-distilled) frames")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")

@@ -14,7 +14,17 @@ import pytest
 import torch
 
 from models.augment import augment, crop_and_resize
-from models.data import DataError, Sample, labeled_assets, read_kitti
+from models.data import (
+    CLASS_ID,
+    DataError,
+    Sample,
+    labeled_assets,
+    load,
+    read_bdd,
+    read_camvid_road,
+    read_kitti,
+    read_sim_recording,
+)
 from models.distill import distill, plan
 from models.train import CheckpointError, add_arguments, load_checkpoint
 from perception.cli import main as cli_main
@@ -167,3 +177,48 @@ def test_arguments_parse() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--out", "x", "--data", "a", "--data", "b"])
     assert args.data == [Path("a"), Path("b")] and args.device == "auto"
+
+
+def test_bad_label_folders_are_refused_before_training(tmp_path: Path, drives: Path) -> None:
+    images = drives / "bdd100k_frames" / "yolop"
+    with pytest.raises(DataError, match="no image matches the given BDD100K labels"):
+        read_bdd(images, drivable=drives / "labeled" / "camvid_road" / "labels")  # wrong names
+    camvid = tmp_path / "camvid"
+    (camvid / "images").mkdir(parents=True)
+    (camvid / "labels").mkdir()
+    (camvid / "images" / "Seq05VD_f00000.png").symlink_to(
+        drives / "labeled" / "camvid_road" / "images" / "Seq05VD_f00000.png")
+    with pytest.raises(DataError, match=r"labels/Seq05VD_f00000.png: missing"):
+        read_camvid_road(camvid)
+
+
+@pytest.fixture(scope="module")
+def sim_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-tick CARLA run in the in-process fake, stopped car ahead, with ground truth."""
+    pytest.importorskip("carla", reason="the [sim] extra (carla wheel) is not installed")
+    out = tmp_path_factory.mktemp("sim") / "run.mcap"
+    assert cli_main(["sim", "--fake", "stopped-car", "--ticks", "20", "--ground-truth",
+                     "--perception", "ground-truth", "--out", str(out)]) == 0
+    return out
+
+
+def test_sim_recording_is_labelled_training_data(sim_recording: Path, tmp_path: Path) -> None:
+    records = read_sim_recording(sim_recording)
+    assert len(records) == 20 and {r.source for r in records} == {"sim/run"}
+    sample = load(records[0])
+    assert sample.image.shape == (360, 640, 3) and sample.image.dtype == np.uint8
+    assert sample.drivable.shape == sample.lanes.shape == (360, 640)
+    assert 0.1 < sample.drivable.mean() < 0.9 and sample.lanes.any()
+    assert not (sample.lanes & (1 - sample.drivable)).any()  # markings lie on the road
+    (box,) = sample.boxes  # the stopped car, ahead of us, above the road's far end
+    assert sample.classes.tolist() == [CLASS_ID["car"]]
+    x1, y1, x2, y2 = box
+    assert x1 < 320 < x2 and sample.drivable[int(y2):].any()
+    assert train_cli("--sim", str(sim_recording), "--out", str(tmp_path / "run"),
+                     "--steps", "1", *TINY) == 0
+
+
+def test_not_a_sim_recording_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.mcap").write_bytes(b"not mcap")
+    with pytest.raises(DataError, match="not a readable simulator recording"):
+        read_sim_recording(tmp_path / "x.mcap")
