@@ -209,9 +209,10 @@ def read_bdd(images: Path, detections: Path | None = None, drivable: Path | None
                          for lab in entry.get("labels") or []
                          if "box2d" in lab and lab.get("category") in BDD_CLASSES]
                 labels[entry["name"]] = _box_arrays([p[0] for p in pairs], [p[1] for p in pairs])
-            except (KeyError, TypeError) as error:
-                raise DataError(f"{detections}: frame {entry.get('name', '?')!r} is not in the "
-                                f"BDD100K detection format (missing {error})") from error
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+                raise DataError(f"{detections}: frame {name!r} is not in the BDD100K detection "
+                                f"format ({type(error).__name__}: {error})") from error
     records = []
     for image in _images(images):
         boxes, classes = labels.get(image.name, (None, None))

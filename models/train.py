@@ -258,7 +258,12 @@ def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
         found = state.get("architecture", "none") if isinstance(state, dict) else "none"
         raise CheckpointError(f"{path}: a checkpoint of architecture {found!r}, not "
                               f"{ARCHITECTURE!r} (a checkpoint written by `perception train`)")
-    if config is not None and NetConfig.from_dict(state["config"]) != config:
+    try:
+        found_config = NetConfig.from_dict(state["config"])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: holds no usable network configuration ({error})") \
+            from error
+    if config is not None and found_config != config:
         raise CheckpointError(f"{path}: was trained with {state['config']}, which differs "
                               f"from this run's {config.to_dict()}")
     return state
@@ -348,6 +353,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
                               "choose another --out (nothing was overwritten)")
+    if out.exists() and not out.is_dir():
+        raise PerceptionError(f"--out {out}: is a file, not a run folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     frames = Frames(records, weights, size, train=True, preload=args.preload)
