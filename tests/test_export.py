@@ -60,6 +60,7 @@ def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> 
 
 
 def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path: Path,
+                                                     models_mirror: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "lite.onnx"
     out.write_bytes(b"previous export")
@@ -75,6 +76,9 @@ def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path:
         assert export("--checkpoint", str(tmp_path / "garbage.pt"), "--out", str(out)) == 2
         err = capsys.readouterr().err
         assert "not a readable PyTorch checkpoint" in err and err.count("\n") == 1, err
+    fastestdet = models_mirror / "fastestdet" / "fastestdet_coco_352_state_dict.pth"
+    assert export("--checkpoint", str(fastestdet), "--out", str(out)) == 2  # another network
+    assert "a checkpoint of architecture 'none'" in capsys.readouterr().err
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8") == 2
     assert "--calibration" in capsys.readouterr().err
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8",

@@ -183,6 +183,11 @@ def test_bad_label_folders_are_refused_before_training(tmp_path: Path, drives: P
     images = drives / "bdd100k_frames" / "yolop"
     with pytest.raises(DataError, match="no image matches the given BDD100K labels"):
         read_bdd(images, drivable=drives / "labeled" / "camvid_road" / "labels")  # wrong names
+    detections = tmp_path / "det.json"
+    detections.write_text('[{"name": "0ace96c3-48481887.jpg", "labels": [{"category": "car", '
+                          '"box2d": {"x1": "left", "y1": 1, "x2": 3, "y2": 4}}]}]')
+    with pytest.raises(DataError, match="'0ace96c3-48481887.jpg' is not in the BDD100K"):
+        read_bdd(images, detections)
     camvid = tmp_path / "camvid"
     (camvid / "images").mkdir(parents=True)
     (camvid / "labels").mkdir()
