@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from models.data import DataError, detection_arrays
+from models.zoo import resolve
 from perception.frames import Frame, open_source, read_image
+from perception.pipeline import Perceiver
 from perception.results import FrameResult
 
 TEACHERS = ("yolox-nano", "twinlitenet")
@@ -139,9 +142,6 @@ def pseudo_labels(result: FrameResult, width: int, height: int) -> dict[str, np.
 def label_frames(refs: list[FrameRef], cache: Path, batch: int = 8) -> tuple[list[Path], str]:
     """The cached pseudo-label file of each frame (running the teachers where missing), and
     the teachers' key."""
-    from models.zoo import resolve
-    from perception.pipeline import Perceiver
-
     teachers = [resolve(name) for name in TEACHERS]
     key = teacher_key([spec for spec, _ in teachers])
     cache.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def write_folder(refs: list[FrameRef], label_files: list[Path], out: Path, key: 
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 
-def _iter_images(refs: list[FrameRef]):
+def _iter_images(refs: list[FrameRef]) -> Iterator[np.ndarray]:
     for start in range(0, len(refs), 32):
         yield from read_frames(refs[start:start + 32])
 

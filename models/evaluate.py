@@ -28,12 +28,14 @@ from models import data as readers
 from models.data import DataError, Record, load
 from models.distill import TEACHERS, FrameRef, read_frames
 from models.metrics import BoxAP, MaskIoU
-from models.zoo import spec_from_onnx
+from models.zoo import resolve, spec_from_onnx
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
 from perception.multitask_decode import candidates, decode_multitask
+from perception.pipeline import Perceiver
 from perception.preprocess import preprocess
+from perception.results import FrameResult
 
 EVAL_SCORE = 0.01  # AP needs the whole ranking, not only confident boxes
 
@@ -61,7 +63,7 @@ def at_size(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (cv2.resize(probability, size, interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
 
 
-def teacher_results(perceiver, images: list[np.ndarray]) -> list:
+def teacher_results(perceiver: Perceiver, images: list[np.ndarray]) -> list[FrameResult]:
     return perceiver.perceive([Frame(image, 0.0, i, "eval") for i, image in enumerate(images)])
 
 
@@ -100,7 +102,7 @@ def ground_truth_sets(drives: Path, held_out: set[str]) -> dict[str, list[Record
     return {name: [r for r in records if r.source in held_out] for name, records in sets.items()}
 
 
-def against_truth(students: list[Student], perceiver, sets: dict[str, list[Record]]
+def against_truth(students: list[Student], perceiver: Perceiver, sets: dict[str, list[Record]]
                   ) -> dict[str, dict[str, dict[str, float]]]:
     """Per labelled set: each model's IoU or box mAP against the ground truth."""
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -146,7 +148,7 @@ def against_truth(students: list[Student], perceiver, sets: dict[str, list[Recor
     return table
 
 
-def latency(students: list[Student], perceiver, images: list[np.ndarray], rounds: int
+def latency(students: list[Student], perceiver: Perceiver, images: list[np.ndarray], rounds: int
             ) -> dict[str, float]:
     """Median milliseconds per frame (batch 1). Each model runs its frames as one block, the
     blocks rotating every round: ONNX Runtime's worker threads spin for a while after a run,
@@ -185,9 +187,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.zoo import resolve
-    from perception.pipeline import Perceiver
-
     val = [f for f in readers.distilled_index(args.distilled) if f["split"] == "val"]
     if not val:
         raise DataError(f"{args.distilled}: no validation frames")

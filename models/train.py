@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ class StepBatches:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, step])
             indices = rng.integers(0, self.size, self.batch)
