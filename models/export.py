@@ -27,9 +27,9 @@ import numpy as np
 import onnx
 import torch
 
+from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.data import DataError, distilled_index
 from models.net import CLASSES, Deployed, MultiTaskNet
-from models.train import build_net, load_checkpoint, save_checkpoint
 from models.zoo import SPEC_METADATA_KEY
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image

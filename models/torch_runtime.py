@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.checkpoint import build_net, load_checkpoint, pick_device
 from models.export import metadata_props, model_spec
 from models.net import Deployed
-from models.train import build_net, load_checkpoint, pick_device
 
 
 class TorchModel:

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,13 @@ from tqdm import tqdm
 
 from models import data as readers
 from models.augment import Augment, augment, resize
+from models.checkpoint import (
+    CheckpointError,
+    build_net,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+)
 from models.data import DataError, Record, Sample, load
 from models.metrics import BoxAP, MaskIoU
 from models.net import ARCHITECTURE, Deployed, MultiTaskNet, NetConfig, cell_centres, decode_boxes
@@ -43,10 +49,6 @@ from perception.multitask_decode import candidates
 
 MAX_BOXES = 64  # per frame after augmentation; more are rare and dropped (smallest first)
 SEG_WEIGHTS = {"drivable": 1.0, "lanes": 2.0}  # thin lane lines need the extra push
-
-
-class CheckpointError(PerceptionError):
-    """A checkpoint that is missing, unreadable or of another architecture/configuration."""
 
 
 # ---------------------------------------------------------------------------- data
@@ -231,55 +233,6 @@ def total_loss(net: MultiTaskNet, batch: dict[str, torch.Tensor]
     return loss, logs
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated `last.pt`."""
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
-    """A checkpoint's state, checked to be ours (and of `config`, when given)."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # torch's long advice to unpickle it anyway: no
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not one, or one "
-                              "holding more than tensors and plain values, which "
-                              "torch.load(weights_only=True) refuses)") from error
-    except Exception as error:  # zip and torch errors alike: not a usable file
-        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({type(error).__name__}: {reason})") from error
-    if not isinstance(state, dict) or state.get("architecture") != ARCHITECTURE:
-        found = state.get("architecture", "none") if isinstance(state, dict) else "none"
-        raise CheckpointError(f"{path}: a checkpoint of architecture {found!r}, not "
-                              f"{ARCHITECTURE!r} (a checkpoint written by `perception train`)")
-    try:
-        found_config = NetConfig.from_dict(state["config"])
-    except (KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(f"{path}: holds no usable network configuration ({error})") \
-            from error
-    if config is not None and found_config != config:
-        raise CheckpointError(f"{path}: was trained with {state['config']}, which differs "
-                              f"from this run's {config.to_dict()}")
-    return state
-
-
-def build_net(state: dict, which: str = "ema") -> MultiTaskNet:
-    """A network with a checkpoint's weights (its EMA weights by default)."""
-    net = MultiTaskNet(NetConfig.from_dict(state["config"]))
-    try:
-        net.load_state_dict(state[which])
-    except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"checkpoint weights do not fit the network: {error}") from error
-    return net.eval()
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -312,14 +265,6 @@ def evaluate(net: MultiTaskNet, records: list[Record], size: tuple[int, int],
 # ---------------------------------------------------------------------------- the loop
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PerceptionError("--device cuda asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
-
-
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -343,14 +288,16 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     checkpoint = out / "last.pt"
     if args.resume:
         state = load_checkpoint(checkpoint, config)
+        if not {"model", "ema_state", "optimizer"} <= state.keys():
+            raise CheckpointError(f"{checkpoint}: holds weights but no training state to "
+                                  "resume (written by `perception export --torch`?)")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     elif args.init:  # fine-tune: weights from another run, fresh optimizer and schedule
-        state = load_checkpoint(args.init, config)
-        net.load_state_dict(state["ema"])
-        ema.module.load_state_dict(state["ema"])
+        net.load_state_dict(build_net(load_checkpoint(args.init, config)).state_dict())
+        ema.module.load_state_dict(net.state_dict())
     if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
                               "choose another --out (nothing was overwritten)")

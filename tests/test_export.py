@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
+from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.export import parity
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
-from models.train import build_net, load_checkpoint, save_checkpoint
 from models.zoo import spec_from_onnx
 from perception.cli import main as cli_main
 from perception.inference import OnnxModel

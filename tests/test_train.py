@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from models.augment import augment, crop_and_resize
+from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import (
     CLASS_ID,
     DataError,
@@ -26,7 +27,7 @@ from models.data import (
     read_sim_recording,
 )
 from models.distill import distill, plan
-from models.train import CheckpointError, add_arguments, load_checkpoint
+from models.train import add_arguments
 from perception.cli import main as cli_main
 
 TINY = ["--width", "96", "--height", "64", "--batch", "2", "--workers", "0"]
