@@ -135,6 +135,10 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
         supervised += readers.read_camvid_road(folder)
     for recording in args.sim or []:
         supervised += readers.read_sim_recording(recording)
+    bdd_labels = (args.bdd_detections, args.bdd_drivable, args.bdd_lanes)
+    if (args.bdd_images is None) != all(label is None for label in bdd_labels):
+        raise DataError("BDD100K needs --bdd-images together with at least one of "
+                        "--bdd-detections, --bdd-drivable, --bdd-lanes")
     if args.bdd_images:
         supervised += readers.read_bdd(args.bdd_images, args.bdd_detections, args.bdd_drivable,
                                        args.bdd_lanes)

@@ -149,7 +149,10 @@ def test_empty_or_mislabelled_folders_are_refused(tmp_path: Path, drives: Path,
     (kitti / "label_2" / "000000.txt").unlink()
     with pytest.raises(DataError, match="missing"):
         read_kitti(kitti)
-    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert train_cli("--bdd-drivable", str(drives / "labeled" / "bdd100k_drivable"), "--out",
+                     str(tmp_path / "r3"), *TINY) == 2  # labels without their images
+    assert "--bdd-images together with" in capsys.readouterr().err
+    assert not any((tmp_path / run).exists() for run in ("r1", "r2", "r3"))
 
 
 def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Path,
