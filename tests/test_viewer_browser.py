@@ -41,6 +41,9 @@ CHROMIUM_ARGS = [
 ]
 STILL = Path("drives/bdd100k_frames/yolop/adb4871d-4d063244.jpg")
 MODELS = ["yolox-nano", "twinlitenet"]
+# The camera the BDD100K frames are planned with (plan and bev outputs need one).
+CAMERAS = {"bdd100k": Path(__file__).resolve().parents[1] / "perception" / "cameras"
+           / "bdd100k_1280x720.yaml"}
 CAR_BLUE = (0x4F, 0xC3, 0xF7)  # CATEGORY_COLOURS.car in app.js
 PATH_MAGENTA = (0xFF, 0x4F, 0xD8)  # PATH_COLOUR in app.js
 
@@ -65,7 +68,8 @@ def live_server(app) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(models_mirror: Path) -> Iterator[str]:
-    service = Service(ServeConfig(models=MODELS), lambda: Perceiver.from_names(MODELS))
+    service = Service(ServeConfig(models=MODELS, cameras=CAMERAS),
+                      lambda: Perceiver.from_names(MODELS))
     with live_server(create_app(service)) as url:
         deadline = time.monotonic() + 120
         while httpx.get(f"{url}/readyz").status_code != 200:
