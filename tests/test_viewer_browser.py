@@ -173,7 +173,7 @@ def test_still_shows_the_apis_boxes_and_draws_the_overlay(page, server: str, ass
     assert set(expected["timings_ms"]) <= set(stages) and "round trip" in stages
     if expected.get("plan"):
         steer = expected["plan"]["control"]["steer"]
-        assert page.inner_text("#steer") == f"{steer:+.2f}"
+        assert float(page.inner_text("#steer")) == pytest.approx(steer, abs=0.0051)
         assert page.inner_text("#plan-status") == expected["plan"]["status"].replace("_", " ")
         if expected["plan"]["waypoints"]:  # the path is drawn in the bird's-eye panel
             bev = canvas_rgba(page, "bev-canvas")
@@ -202,6 +202,8 @@ def test_video_streams_frames_one_in_flight(page, video_path: Path, artefacts: P
     page.wait_for_function("Number(document.body.dataset.results) >= 4", timeout=60_000)
     assert page.eval_on_selector("#overlay-canvas", "c => [c.width, c.height]") == [960, 540]
     page.screenshot(path=str(artefacts / "video.png"))
+    if page.evaluate("outputs") == "detections,masks":  # the server could not plan this video
+        assert page.inner_text("#plan-reasons")  # and the panel says why
     if page.is_enabled("#stop"):  # a slow server may see the 8.8 s clip end first
         assert float(page.inner_text("#fps")) > 0
         page.click("#stop")
