@@ -45,7 +45,11 @@ def main(args: argparse.Namespace) -> int:
     jobs = [(str(log), job_options(options, args.out_dir, stem))
             for log, stem in zip(logs, stems, strict=True)]
     if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PerceptionError(f"{args.out_dir}: cannot create the folder "
+                                  f"({error.strerror})") from None
     models = model_names(args.models)
     started = time.perf_counter()
     if address is None:
@@ -71,11 +75,13 @@ def job_options(options: ReplayOptions, out_dir: Path | None, stem: str) -> Repl
     return dataclasses.replace(options, progress=False, **outputs)
 
 
-def replay_one(log: str, models: list[str], options: ReplayOptions) -> dict:
-    """Replay one log with a fresh perceiver; a summary dict whatever happens to the log."""
+def replay_one(log: str, models: list[str], options: ReplayOptions,
+               workers: int | None = None) -> dict:
+    """Replay one log with a fresh perceiver of `workers` threads (default: one per core); a
+    summary dict whatever happens to the log."""
     from perception.pipeline import Perceiver
 
-    perceiver = Perceiver.from_names(models)
+    perceiver = Perceiver.from_names(models, workers=workers)
     try:
         report = replay_log(Path(log), perceiver, options)
     except PerceptionError as error:
@@ -110,8 +116,10 @@ def run_on_ray(address: str, models: list[str], jobs: list[tuple[str, ReplayOpti
             raise PerceptionError(f"cannot connect to the Ray cluster at {address}: "
                                   f"{error}") from None
     try:
+        # One core per task and one model thread per task: Ray runs as many logs at once as
+        # there are cores, without oversubscribing them.
         task = ray.remote(num_cpus=1)(replay_one)
-        return ray.get([task.remote(log, models, options) for log, options in jobs])
+        return ray.get([task.remote(log, models, options, workers=1) for log, options in jobs])
     finally:
         ray.shutdown()
 

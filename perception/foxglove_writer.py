@@ -31,6 +31,7 @@ from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from foxglove_schemas_protobuf.CubePrimitive_pb2 import CubePrimitive
 from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
 from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+from foxglove_schemas_protobuf.KeyValuePair_pb2 import KeyValuePair
 from foxglove_schemas_protobuf.LinePrimitive_pb2 import LinePrimitive
 from foxglove_schemas_protobuf.Point2_pb2 import Point2
 from foxglove_schemas_protobuf.Point3_pb2 import Point3
@@ -45,11 +46,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
+from perception.camera import CameraModel
 from perception.camera_info import CameraInfo
 from perception.frames import Frame
 from perception.overlay import draw_result
 from perception.report import atomic_output
-from perception.results import FrameResult
+from perception.results import FrameResult, Plan
 
 IMAGE_TOPIC = "/camera/image"
 CALIBRATION_TOPIC = "/camera/calibration"
@@ -83,13 +85,17 @@ class FoxgloveWriter:
     """Writes one message per topic per frame; `finish()` writes the index and summary."""
 
     def __init__(self, file: BinaryIO, camera_position: tuple[float, float, float] | None = None,
-                 camera_rotation: np.ndarray | None = None) -> None:
+                 camera_rotation: np.ndarray | None = None,
+                 default_camera_info: CameraInfo | None = None) -> None:
         """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
-        the car for /tf; without them the nominal mount is written."""
+        the car for /tf (else a nominal mount); `default_camera_info` is written for frames
+        without a calibration of their own (else a nominal pinhole)."""
         position = camera_position if camera_position is not None else NOMINAL_POSITION
         rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
         self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
                        quaternion(rotation))
+        self._default_info = default_camera_info
+        self.counts: dict[str, int] = {}  # messages written per topic
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
         self._channels: dict[str, int] = {}
@@ -97,13 +103,12 @@ class FoxgloveWriter:
             RESULT_TOPIC, "json", self._mcap.register_schema(
                 "perception.FrameResult", "jsonschema",
                 json.dumps(FrameResult.model_json_schema(mode="serialization")).encode()))
-        self.counts: dict[str, int] = {}
 
     def write(self, frame: Frame, result: FrameResult | None = None) -> None:
         """The frame, its calibration and camera mount; with a result, everything else too."""
         ns = int(round(frame.timestamp * 1e9))
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-        info = frame.meta.get("camera_info") or CameraInfo.nominal(frame.width, frame.height)
+        info = frame.meta.get("camera_info") or self._camera_info(frame)
         self._put(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
         self._put(IMAGE_TOPIC, ns, camera_image(frame, stamp))
         self._put(TF_TOPIC, ns, FrameTransform(
@@ -117,15 +122,20 @@ class FoxgloveWriter:
             self._put(OVERLAY_TOPIC, ns, CompressedImage(
                 timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
                 data=jpeg(draw_result(frame.image, masks_only))))
-        plan = getattr(result, "plan", None)
-        if plan is not None:
-            self._put(PLAN_TOPIC, ns, scene(plan, stamp))
+        if result.plan is not None:
+            self._put(PLAN_TOPIC, ns, scene(result.plan, stamp))
         self._mcap.add_message(self._result_channel, log_time=ns, publish_time=ns,
                                data=json.dumps(result.model_dump(mode="json")).encode())
         self.counts[RESULT_TOPIC] = self.counts.get(RESULT_TOPIC, 0) + 1
 
     def finish(self) -> None:
         self._mcap.finish()
+
+    def _camera_info(self, frame: Frame) -> CameraInfo:
+        info = self._default_info
+        if info is None or (info.width, info.height) != (frame.width, frame.height):
+            return CameraInfo.nominal(frame.width, frame.height)
+        return info
 
     def _put(self, topic: str, ns: int, message: Any) -> None:
         if topic not in self._channels:
@@ -137,13 +147,26 @@ class FoxgloveWriter:
 
 
 @contextmanager
-def foxglove_mcap(path: str | Path, **mount) -> Iterator[FoxgloveWriter]:
+def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
+                  ) -> Iterator[FoxgloveWriter]:
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
-    normally; on an exception nothing is left under `path`."""
+    normally; on an exception nothing is left under `path`. `camera` (perception/camera.py)
+    gives the mount for /tf and the calibration for frames without one."""
+    mount = {}
+    if camera is not None:
+        mount = {"camera_position": tuple(camera.position), "camera_rotation": camera.rotation,
+                 "default_camera_info": camera_info_of_model(camera)}
     with atomic_output(path) as temp, open(temp, "wb") as file:
         writer = FoxgloveWriter(file, **mount)
         yield writer
         writer.finish()
+
+
+def camera_info_of_model(camera: CameraModel) -> CameraInfo:
+    K = camera.K.reshape(-1).tolist()
+    return CameraInfo(camera.width, camera.height, K=K,
+                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist(),
+                      frame_id=CAMERA_FRAME)
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -191,20 +214,21 @@ def annotations(result: FrameResult, stamp: Timestamp) -> ImageAnnotations:
     return message
 
 
-def scene(plan: Any, stamp: Timestamp) -> SceneUpdate:
-    """The plan's path as a line and its obstacles as boxes, in the vehicle frame."""
-    plan = plan.model_dump(mode="json") if hasattr(plan, "model_dump") else dict(plan)
-    color = PLAN_COLORS.get(plan.get("status", "ok"), PLAN_COLORS["ok"])
-    path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3, color=color,
-                         pose=Pose(orientation=Quaternion(w=1.0)),
-                         points=[Point3(x=x, y=y, z=0.0) for x, y in plan.get("waypoints", [])])
-    cubes = [CubePrimitive(pose=Pose(position=Vector3(x=o["x"], y=o["y"], z=0.75),
+def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
+    """The plan's path as a line and its obstacles as boxes (1.5 m tall, as deep as wide), in
+    the vehicle frame; status, target speed and reasons as the entity's metadata."""
+    path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3,
+                         color=PLAN_COLORS[plan.status], pose=Pose(orientation=Quaternion(w=1.0)),
+                         points=[Point3(x=x, y=y, z=0.0) for x, y in plan.waypoints])
+    cubes = [CubePrimitive(pose=Pose(position=Vector3(x=o.x, y=o.y, z=0.75),
                                      orientation=Quaternion(w=1.0)),
-                           size=Vector3(x=o.get("width", 1.8), y=o.get("width", 1.8), z=1.5),
-                           color=OBSTACLE_COLOR)
-             for o in plan.get("obstacles", [])]
+                           size=Vector3(x=o.width, y=o.width, z=1.5), color=OBSTACLE_COLOR)
+             for o in plan.obstacles]
+    metadata = [KeyValuePair(key="status", value=plan.status),
+                KeyValuePair(key="target_speed_mps", value=f"{plan.target_speed_mps:.2f}"),
+                KeyValuePair(key="reasons", value="; ".join(plan.reasons))]
     entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
-                         cubes=cubes)
+                         cubes=cubes, metadata=metadata)
     return SceneUpdate(entities=[entity])
 
 

@@ -28,6 +28,15 @@ def is_kitti(path: Path) -> bool:
     return (path / "image_2").is_dir() or any((path / c / "data").is_dir() for c in RAW_CAMERAS)
 
 
+def kitti_topic_counts(path: Path) -> dict[str, int]:
+    """Images per camera folder."""
+    if (path / "image_2").is_dir():
+        return {"image_2": len(list((path / "image_2").glob("*.png")))}
+    counts = {c: len(list((path / c / "data").glob("*.png"))) for c in RAW_CAMERAS
+              if (path / c / "data").is_dir()}
+    return {"image_02": counts["image_02"]} if "image_02" in counts else counts
+
+
 def kitti_frames(path: Path, topic: str | None = None, start: float | None = None,
                  end: float | None = None) -> Iterator[Frame]:
     path = Path(path)

@@ -27,6 +27,7 @@ from perception.frames import (
     VIDEO_SUFFIXES,
     Frame,
     SourceError,
+    count_frames,
     folder_frames,
     image_file_frames,
     video_frames,
@@ -40,7 +41,7 @@ class CorruptRecordError(SourceError):
 
 def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
              end: float | None = None) -> Iterator[Frame]:
-    """Frames of a drive log, video or image folder, in log time order, within [start, end)."""
+    """Frames of a drive log, video or image folder, in recorded order, within [start, end)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
@@ -67,6 +68,33 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
         return image_file_frames(path)
     raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
                       ".db3, a .bag, a KITTI folder, a video or an image folder)")
+
+
+def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
+    """How many frames `open_log(path, topic)` yields without a time range, where the log says
+    so cheaply (an MCAP summary, a bag's metadata, a folder listing); for progress bars."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.suffix == ".mcap":
+            from perception.mcap_source import mcap_topic_counts
+            counts = mcap_topic_counts(path)
+        elif path.is_dir() and (path / "metadata.yaml").is_file():
+            from perception.rosbag_source import rosbag_topic_counts
+            counts = rosbag_topic_counts(path)
+        elif path.is_dir():
+            from perception.kitti_source import is_kitti, kitti_topic_counts
+            counts = kitti_topic_counts(path) if is_kitti(path) else None
+            if counts is None:
+                return count_frames(str(path))
+        else:
+            return count_frames(str(path))
+    except Exception:  # a damaged log: no total, the reader will say what is wrong
+        return None
+    if not counts:
+        return None
+    if topic is None:
+        return next(iter(counts.values())) if len(counts) == 1 else None
+    return counts.get(topic)
 
 
 def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:

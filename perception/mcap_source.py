@@ -44,6 +44,21 @@ def mcap_frames(path: Path, topic: str | None = None, start: float | None = None
     return _frames(path, topic, calibration, start_ns, start, end)
 
 
+def mcap_topic_counts(path: Path) -> dict[str, int] | None:
+    """Messages per image topic from the file's summary; None without one."""
+    with open(path, "rb") as file:
+        summary = SeekingReader(file).get_summary()
+    if summary is None or summary.statistics is None:
+        return None
+    counts: dict[str, int] = {}
+    for channel_id, count in summary.statistics.channel_message_counts.items():
+        channel = summary.channels[channel_id]
+        schema = summary.schemas.get(channel.schema_id)
+        if schema is not None and schema.name in IMAGE_TYPES:
+            counts[channel.topic] = counts.get(channel.topic, 0) + count
+    return counts
+
+
 def _topics(path: Path) -> tuple[dict[str, str], dict[str, str], int | None]:
     """(image topics, other topics, first log time) from the summary, or by scanning a file
     that has none (a truncated recording)."""

@@ -1,8 +1,8 @@
 """`perception record`: a camera, a video or a KITTI folder to an MCAP drive log.
 
 The log holds `foxglove.CompressedImage` on /camera/image and `foxglove.CameraCalibration` on
-/camera/calibration (KITTI's own calibration; a nominal pinhole otherwise), so it opens in
-Foxglove and replays with `perception replay LOG.mcap`.
+/camera/calibration (KITTI's own calibration, else the `--calibration` camera file, else a
+nominal pinhole), so it opens in Foxglove and replays with `perception replay LOG.mcap`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from perception.camera import load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import foxglove_mcap
 from perception.frames import camera_frames, video_frames
+from perception.report import writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--kitti", type=Path, metavar="DIR",
                         help="KITTI raw drive or object folder (with its calibration)")
     parser.add_argument("--out", type=Path, required=True, metavar="LOG.mcap")
+    parser.add_argument("--calibration", type=Path, metavar="CAMERA.yaml",
+                        help="camera file (perception/cameras/) whose intrinsics and mount are "
+                             "written for frames without a calibration of their own")
     parser.add_argument("--duration", type=float, metavar="S",
                         help="stop after S seconds of log time (default: the whole source; "
                              "a camera records until Ctrl-C)")
@@ -40,8 +45,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         from perception.kitti_source import kitti_frames
         frames = kitti_frames(args.kitti)
+    camera = load_camera(args.calibration) if args.calibration is not None else None
     written = 0
-    with foxglove_mcap(args.out) as writer:
+    with foxglove_mcap(writable(args.out), camera=camera) as writer:
         first = None
         try:
             for frame in tqdm(frames, desc="recording", unit="frame", disable=None):

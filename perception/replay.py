@@ -9,6 +9,9 @@ log time, perception always takes the newest frame, and frames that arrive while
 dropped (newest wins). A processed frame whose result is ready only after the next frame has
 arrived is a deadline miss.
 
+`--plan --camera CAMERA.yaml` plans every processed frame (as `perception run --plan`);
+`--ray [ADDRESS] LOGS...` hands many logs to perception/fleet.py.
+
 Exit codes: 0 done; 2 the log is unusable (nothing written); 3 the log broke part-way (a
 truncated or corrupt record, an image that does not decode): the frames before it were
 processed and the outputs hold them; 130 interrupted with Ctrl-C (outputs kept, 0 with --loop).
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,15 +32,20 @@ from typing import TextIO
 import cv2
 from tqdm import tqdm
 
+from perception.bev import draw_path
+from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
-from perception.log_sources import CorruptRecordError, open_log
+from perception.log_sources import CorruptRecordError, count_log_frames, open_log
 from perception.overlay import draw_result
-from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
+from perception.pacer import Pacer
+from perception.pipeline import Perceiver
+from perception.planning import PlannerState, plan_frame
+from perception.report import atomic_output, jsonl_line, stage_stats, summary_table, writable
 from perception.results import FrameResult
+from perception.run import DEFAULT_MODELS
 
-DEFAULT_MODELS = "yolox-nano,twinlitenet"
 EXIT_PARTIAL = 3  # the log broke part-way; the frames before the break were processed
 EXIT_INTERRUPTED = 130
 
@@ -64,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video of the processed frames with results drawn (mp4v)")
     parser.add_argument("--models", default=DEFAULT_MODELS,
                         help=f"comma-separated zoo names (default {DEFAULT_MODELS})")
+    parser.add_argument("--plan", action="store_true",
+                        help="plan a path, speed and controls per frame (needs --camera)")
+    parser.add_argument("--camera", type=Path, metavar="CAMERA.yaml",
+                        help="the camera file for --plan (see perception/cameras/)")
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                         help="replay many logs on a Ray cluster, one log per task (a local Ray "
                              "on 127.0.0.1 when no address is given)")
@@ -81,6 +92,7 @@ class ReplayOptions:
     out: Path | None = None
     json: Path | None = None
     video: Path | None = None
+    camera: CameraModel | None = None  # plan every frame with this camera
     progress: bool = True
 
 
@@ -121,8 +133,10 @@ def main(args: argparse.Namespace) -> int:
     if args.ray is not None or len(args.logs) > 1:
         from perception.fleet import main as fleet_main
         return fleet_main(args)
+    if args.out_dir is not None:
+        raise PerceptionError("--out-dir is for several logs or --ray; for one log use --out, "
+                              "--json and --video")
     options = options_from(args)
-    from perception.pipeline import Perceiver
     perceiver = Perceiver.from_names(model_names(args.models))
     try:
         report = replay_log(args.logs[0], perceiver, options)
@@ -143,8 +157,17 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise PerceptionError(f"--{name} must be >= 0 seconds from the log start")
+    if args.camera is not None and not args.plan:
+        raise PerceptionError("--camera is only used with --plan")
+    if args.plan and args.camera is None:
+        raise PerceptionError("--plan needs --camera CAMERA.yaml (see perception/cameras/)")
+    camera = load_camera(args.camera) if args.plan else None
+    for path in (args.out, args.json, args.video):
+        if path is not None:
+            writable(path)
     return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
-                         loop=args.loop, out=args.out, json=args.json, video=args.video)
+                         loop=args.loop, out=args.out, json=args.json, video=args.video,
+                         camera=camera)
 
 
 def model_names(models: str) -> list[str]:
@@ -154,20 +177,25 @@ def model_names(models: str) -> list[str]:
     return names
 
 
-def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
+def replay_log(log: Path, perceiver: Perceiver, options: ReplayOptions) -> ReplayReport:
     """Perceive one log and write the outputs asked for. Raises SourceError if the log is
     unusable (before anything is written); a break part-way ends up in `report.error`."""
     source = UntilBroken(log_frames(log, options))  # checks the log and topic now
     report = ReplayReport(log=str(log))
+    planner = Planner(options.camera, perceiver, options.rate) if options.camera else None
     pacer = Pacer(source, options.rate) if options.rate is not None else None
     started = time.perf_counter()
     with ExitStack() as stack:
         outputs = Outputs(stack, options)
+        whole_log = options.start is None and options.end is None and not options.loop
+        total = count_log_frames(log, options.topic) if whole_log and options.progress else None
         # disable=None: a bar only on a terminal
-        bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False,
+        bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
                                        disable=None if options.progress else True))
         try:
             for frame, result, timings in perceived(perceiver, source, pacer, report):
+                if planner is not None:
+                    planner.plan(result, timings)
                 t0 = time.perf_counter()
                 outputs.write(frame, result)
                 timings["write"] = (time.perf_counter() - t0) * 1e3
@@ -191,7 +219,7 @@ def replay_log(log: Path, perceiver, options: ReplayOptions) -> ReplayReport:
     return report
 
 
-def perceived(perceiver, source: Iterable[Frame], pacer: Pacer | None,
+def perceived(perceiver: Perceiver, source: Iterable[Frame], pacer: Pacer | None,
               report: ReplayReport) -> Iterator[tuple[Frame, FrameResult, dict[str, float]]]:
     """(frame, result, stage timings): every frame through the perceiver's pipelined stream,
     or, paced, the newest frame at a time with its latency from arrival to result."""
@@ -205,6 +233,30 @@ def perceived(perceiver, source: Iterable[Frame], pacer: Pacer | None,
         timings = {**result.timings_ms, "latency": (time.perf_counter() - arrived) * 1e3}
         report.deadline_misses += pacer.newer_waiting()
         yield frame, result, timings
+
+
+class Planner:
+    """Plans each perceived frame on the log's clock. With --max the plan is made at the
+    frame's own time (never stale); paced, at the log time when the result was ready, so
+    perception that falls too far behind makes the planner stop safely, as it would live."""
+
+    def __init__(self, camera: CameraModel, perceiver: Perceiver, rate: float | None) -> None:
+        if not any(m.spec.task in ("segmentation", "multitask") for m in perceiver.models):
+            raise PerceptionError("--plan needs a segmentation model in --models "
+                                  "(drivable area)")
+        self.camera, self.rate = camera, rate
+        self.detects = any(m.spec.task in ("detection", "multitask") for m in perceiver.models)
+        self.state = PlannerState()
+
+    def plan(self, result: FrameResult, timings: dict[str, float]) -> None:
+        now = result.timestamp
+        if self.rate is not None:
+            now += timings["latency"] / 1e3 * self.rate
+        t0 = time.perf_counter()
+        planned = plan_frame(result, self.camera, self.state, now=now,
+                             detections_available=self.detects)
+        self.state, result.plan = planned.state, planned.plan
+        timings["plan"] = result.timings_ms["plan"] = (time.perf_counter() - t0) * 1e3
 
 
 class UntilBroken:
@@ -256,8 +308,9 @@ class Outputs:
         self.mcap: FoxgloveWriter | None = None
         self.jsonl: TextIO | None = None
         self.video: VideoOutput | None = None
+        self.camera = options.camera
         if options.out is not None:
-            self.mcap = stack.enter_context(foxglove_mcap(options.out))
+            self.mcap = stack.enter_context(foxglove_mcap(options.out, camera=options.camera))
         if options.json is not None:
             temp = stack.enter_context(atomic_output(options.json))
             self.jsonl = stack.enter_context(temp.open("w", encoding="utf-8"))
@@ -290,7 +343,10 @@ class Outputs:
         if self.jsonl is not None:
             self.jsonl.write(jsonl_line(result))
         if self.video is not None:
-            self.video.write(frame.timestamp, draw_result(frame.image, result))
+            image = draw_result(frame.image, result)
+            if result.plan is not None and self.camera is not None:
+                draw_path(image, self.camera, result.plan.waypoints)
+            self.video.write(frame.timestamp, image)
 
 
 class VideoOutput:
@@ -335,61 +391,3 @@ class VideoOutput:
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)
         self.writer.write(image)
-
-
-class Pacer:
-    """Delivers frames like a live camera at `rate` x recorded speed: a thread releases each
-    frame at its log time into a one-frame slot; `next()` takes the newest, and a frame
-    replaced before it was taken is dropped. A reader error is raised by `next()` once the
-    frames before it were taken."""
-
-    def __init__(self, frames: Iterable[Frame], rate: float) -> None:
-        self.frames, self.rate = frames, rate
-        self.arrived = self.dropped = 0
-        self._slot: tuple[Frame, float] | None = None
-        self._done = False
-        self._error: BaseException | None = None
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._play, name="pacer", daemon=True)
-        self._thread.start()
-
-    def _play(self) -> None:
-        try:
-            origin: tuple[float, float] | None = None
-            for frame in self.frames:
-                if origin is None:
-                    origin = (time.perf_counter(), frame.timestamp)
-                due = origin[0] + (frame.timestamp - origin[1]) / self.rate
-                if self._stop.wait(max(0.0, due - time.perf_counter())):
-                    return
-                with self._changed:
-                    self.dropped += self._slot is not None
-                    self._slot = (frame, time.perf_counter())
-                    self.arrived += 1
-                    self._changed.notify()
-        except BaseException as error:  # handed to the consumer
-            self._error = error
-        finally:
-            with self._changed:
-                self._done = True
-                self._changed.notify()
-
-    def next(self) -> tuple[Frame, float] | None:
-        """(newest frame, when it arrived), or None at the end of the log."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._slot is not None or self._done)
-            if self._slot is not None:
-                item, self._slot = self._slot, None
-                return item
-            if self._error is not None:
-                raise self._error
-            return None
-
-    def newer_waiting(self) -> bool:
-        with self._changed:
-            return self._slot is not None
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.errors import PerceptionError
 from perception.results import FrameResult
 
 
@@ -33,6 +34,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def writable(path: Path) -> Path:
+    """`path` if a file can be written there (its folder exists, it is not a folder)."""
+    if path.is_dir():
+        raise PerceptionError(f"{path}: is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise PerceptionError(f"{path.parent}: no such folder (for {path.name})")
+    return path
 
 
 def jsonl_line(result: FrameResult) -> str:

@@ -86,3 +86,10 @@ def _frames(path: Path, reader: Any, topic: str, calibration: str | None,
             index += 1
     finally:
         reader.close()
+
+
+def rosbag_topic_counts(path: Path) -> dict[str, int]:
+    """Messages per image topic from the bag's metadata."""
+    with AnyReader([path], default_typestore=typestore()) as reader:
+        return {name: info.msgcount for name, info in reader.topics.items()
+                if info.msgtype in IMAGE_TYPES}

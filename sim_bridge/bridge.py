@@ -25,6 +25,7 @@ import carla
 from perception.frames import Frame
 from perception.results import FrameResult
 from sim_bridge import ground_truth
+from sim_bridge.driving import camera_model
 from sim_bridge.geometry import intrinsics
 from sim_bridge.metrics import DrivingMetrics
 from sim_bridge.recording import SimRecorder, recording
@@ -72,7 +73,7 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
     client, world = connect(config.host, config.port, config.connect_timeout_s, config.town,
                             client_factory)
     traffic_manager = client.get_trafficmanager() if config.traffic else None
-    with recording(config.out) as recorder, \
+    with recording(config.out, camera_model(config.camera)) as recorder, \
             synchronous_mode(world, config.fixed_delta_s, traffic_manager), \
             SpawnedActors(world) as actors:
         rig = spawn_rig(world, actors, config)

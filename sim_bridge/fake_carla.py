@@ -831,7 +831,10 @@ class FakeWorld:
     def _deliver(self) -> None:
         """The sensor thread: calls `listen` callbacks one at a time, like the client's."""
         while True:
-            sensor, data = self._deliveries.get()
+            item = self._deliveries.get()
+            if item is None:  # the world was shut down
+                return
+            sensor, data = item
             if self._scenario.callback_jitter_s:
                 time.sleep(self._rng.uniform(0.0, self._scenario.callback_jitter_s))
             callback = sensor._callback
@@ -880,6 +883,7 @@ class FakeServer:
     def stop(self) -> None:
         self.running = False
         _SERVERS.pop(self.address, None)
+        self.world._deliveries.put(None)
 
     @property
     def traffic_manager_synchronous(self) -> bool:
@@ -887,6 +891,7 @@ class FakeServer:
 
     def load(self, town: str) -> FakeWorld:
         self.scenario.town = town
+        self.world._deliveries.put(None)
         self.world = FakeWorld(self, self.world.id + 1)
         return self.world
 

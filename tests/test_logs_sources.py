@@ -13,9 +13,9 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from perception.cli import main as cli
 from perception.frames import SourceError
-from perception.log_sources import CorruptRecordError, open_log
-from perception.record import main as record_main
+from perception.log_sources import CorruptRecordError, count_log_frames, open_log
 
 VIDEO_FRAMES = 221  # solidWhiteRight.mp4: 25 fps, 8.84 s
 T0 = 1_700_000_000_000_000_000  # ns, the bags' first stamp
@@ -25,9 +25,7 @@ T0 = 1_700_000_000_000_000_000  # ns, the bags' first stamp
 def drive_mcap(video_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real video recorded with `perception record`."""
     out = tmp_path_factory.mktemp("mcap") / "drive.mcap"
-    args = type("Args", (), {"camera": None, "video": video_path, "kitti": None, "out": out,
-                             "duration": None})
-    assert record_main(args) == 0
+    assert cli(["record", "--video", str(video_path), "--out", str(out)]) == 0
     return out
 
 
@@ -255,3 +253,33 @@ def test_foxglove_raw_image_mcap_is_read_exactly(video_path, tmp_path):
     assert all(np.array_equal(f.image, image) for f, image in zip(frames, images, strict=True))
     mono = next(iter(open_log(path, topic="/raw/mono")))
     assert np.array_equal(mono.image[..., 0], cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
+
+
+def test_recorded_kitti_keeps_its_calibration(drives, tmp_path):
+    out = tmp_path / "kitti.mcap"
+    assert cli(["record", "--kitti", str(drives / "kitti_object"), "--out", str(out)]) == 0
+    frames = list(open_log(out))
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.1, 0.2])
+    assert frames[1].meta["camera_info"].K[0] == pytest.approx(721.5377)
+    assert frames[1].meta["camera_info"].P[3] == pytest.approx(44.85728)
+
+
+def test_frame_totals_for_the_progress_bar(drive_mcap, bags, drives, video_path, tmp_path):
+    assert count_log_frames(drive_mcap) == VIDEO_FRAMES
+    assert count_log_frames(bags["sqlite3"]) is None  # two image topics, none chosen
+    assert count_log_frames(bags["mcap"], "/cam/image_raw") == 5
+    assert count_log_frames(drives / "kitti_object") == 3
+    assert count_log_frames(video_path) == VIDEO_FRAMES
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(drive_mcap.read_bytes()[:100_000])
+    assert count_log_frames(cut) is None  # no summary: unknown, not a guess
+
+
+def test_record_with_a_camera_file_writes_its_intrinsics(video_path, tmp_path):
+    out = tmp_path / "calibrated.mcap"
+    camera = Path(__file__).resolve().parents[1] / "perception" / "cameras" / "udacity_960x540.yaml"
+    assert cli(["record", "--video", str(video_path), "--out", str(out), "--duration", "0.2",
+                "--calibration", str(camera)]) == 0
+    frames = list(open_log(out))
+    assert len(frames) == 5
+    assert frames[0].meta["camera_info"].K[0] == pytest.approx(867.375)

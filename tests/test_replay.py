@@ -176,3 +176,80 @@ def test_loop_until_ctrl_c_keeps_the_outputs(drive, tmp_path):
     assert len(stamps) > 10  # more than one pass over the 5 frames
     assert stamps == sorted(stamps) and stamps[-1] > 0.2
     assert "processed" in stderr
+
+
+def test_plan_becomes_a_foxglove_scene_in_the_vehicle_frame(drive, tmp_path):
+    from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+    from foxglove_schemas_protobuf.SceneUpdate_pb2 import SceneUpdate
+
+    out, jsonl = tmp_path / "plan.mcap", tmp_path / "plan.jsonl"
+    camera = REPO / "perception" / "cameras" / "udacity_960x540.yaml"
+    assert cli(["replay", str(drive), "--end", "0.2", "--plan", "--camera", str(camera),
+                "--out", str(out), "--json", str(jsonl)]) == 0
+    schemas, messages = read_mcap(out)
+    assert schemas["/perception/plan"] == "foxglove.SceneUpdate"
+    plans = [json.loads(line)["plan"] for line in jsonl.read_text().splitlines()]
+    assert len(messages["/perception/plan"]) == len(plans) == 5
+    for message, plan in zip(messages["/perception/plan"], plans, strict=True):
+        entity = SceneUpdate.FromString(message.data).entities[0]
+        assert entity.frame_id == "base_link"
+        points = [coordinate for p in entity.lines[0].points for coordinate in (p.x, p.y)]
+        assert points == pytest.approx([c for waypoint in plan["waypoints"] for c in waypoint])
+        assert len(entity.cubes) == len(plan["obstacles"])
+        assert {kv.key: kv.value for kv in entity.metadata}["status"] == plan["status"]
+    assert any(plan["status"] == "ok" and plan["waypoints"] for plan in plans)
+    mount = FrameTransform.FromString(messages["/tf"][0].data)
+    assert (mount.parent_frame_id, mount.child_frame_id) == ("base_link", "camera")
+    assert [mount.translation.x, mount.translation.z] == pytest.approx([1.5, 1.2])
+
+
+def test_paced_plan_stops_safely_when_perception_falls_behind(drive, tmp_path):
+    """At 10x speed every result is older (on the log clock) than the planner's deadline."""
+    jsonl = tmp_path / "fast.jsonl"
+    camera = REPO / "perception" / "cameras" / "udacity_960x540.yaml"
+    assert cli(["replay", str(drive), "--rate", "10", "--plan", "--camera", str(camera),
+                "--json", str(jsonl)]) == 0
+    plans = [json.loads(line)["plan"] for line in jsonl.read_text().splitlines()]
+    assert plans and all(p["status"] == "safe_stop" for p in plans)
+    assert all("stale" in " ".join(p["reasons"]) for p in plans)
+
+
+def test_image_that_does_not_decode_stops_there_with_exit_3(video_path, tmp_path, capsys):
+    from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+    from mcap_protobuf.writer import Writer as ProtobufWriter
+
+    log = tmp_path / "bad_jpeg.mcap"
+    capture = cv2.VideoCapture(str(video_path))
+    with open(log, "wb") as file:
+        writer = ProtobufWriter(file)
+        for i in range(5):
+            data = cv2.imencode(".jpg", capture.read()[1])[1].tobytes()
+            if i == 3:
+                data = data[:200]  # a JPEG cut short
+            writer.write_message("/front/image", CompressedImage(format="jpeg", data=data),
+                                 log_time=i * 100_000_000, publish_time=i * 100_000_000)
+        writer.finish()
+    capture.release()
+    jsonl = tmp_path / "out.jsonl"
+    assert cli(["replay", str(log), "--models", "yolox-nano", "--json", str(jsonl)]) == 3
+    error = capsys.readouterr().err
+    assert "/front/image message 3 at log time 0.300000 s" in error and "decoded" in error
+    assert len(jsonl.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("command", [
+    ["replay", "{empty}", "--models", "yolox-nano", "--out", "{out}"],
+    ["record", "--video", "{empty}", "--out", "{out}"],
+])
+def test_video_without_frames_exits_2_and_writes_nothing(command, tmp_path, capsys):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "out.mcap"
+    assert cli([arg.format(empty=empty, out=out) for arg in command]) == 2
+    assert "empty.mp4" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
+
+
+def test_output_in_a_missing_folder_exits_2_before_any_work(drive, tmp_path, capsys):
+    assert cli(["replay", str(drive), "--out", str(tmp_path / "no" / "out.mcap")]) == 2
+    assert "no such folder" in capsys.readouterr().err

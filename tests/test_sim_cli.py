@@ -13,6 +13,7 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 from mcap.reader import make_reader  # noqa: E402
 
 from perception.cli import main  # noqa: E402
+from perception.log_sources import open_log  # noqa: E402
 
 
 def closed_port() -> int:
@@ -53,6 +54,9 @@ def test_sim_with_real_models_over_fake_frames_records_mcap(models_mirror, tmp_p
     assert [s["carla_frame"] for s in states] == sorted({s["carla_frame"] for s in states})
     metrics = json.loads(topics["/sim/metrics"][0])
     assert metrics["ticks"] == 12 and metrics["route_completion"] is not None
+    replayed = list(open_log(out, topic="/camera/image"))  # what `perception replay` reads
+    assert len(replayed) == 12 and replayed[0].image.shape == (180, 320, 3)
+    assert replayed[0].meta["camera_info"].K[0] == pytest.approx(160.0)  # CARLA's f at 90 deg
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -13,7 +13,7 @@ import pytest
 
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
 
-from perception.results import FrameResult  # noqa: E402
+from perception.results import Control, FrameResult, Plan  # noqa: E402
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
 from sim_bridge.sensors import CameraSpec, FrameBuffer, image_to_bgr  # noqa: E402
@@ -82,8 +82,8 @@ def test_closed_loop_uses_each_ticks_own_image_under_shuffled_late_callbacks() -
 
     def driver(result, speed, now):
         plans_at.append((now, None if result is None else result.timestamp))
-        return SimpleNamespace(status="ok" if result else "safe_stop",
-                               control=SimpleNamespace(steer=0.0, throttle=0.2, brake=0.0))
+        return Plan(status="ok" if result else "safe_stop", target_speed_mps=3.0,
+                    control=Control(steer=0.0, throttle=0.2, brake=0.0))
 
     try:
         host, port = server.address.split(":")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import socket
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +17,7 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 
 from mcap.reader import make_reader  # noqa: E402
 
+from perception.results import Control, FrameResult, Plan  # noqa: E402
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
 from sim_bridge.sensors import CameraSpec  # noqa: E402
@@ -50,8 +50,8 @@ def config_for(server: fake_carla.FakeServer, **overrides) -> SimConfig:
 
 def cruise(result, speed, now):
     """A driver that only holds the throttle: cleanup does not depend on planning."""
-    return SimpleNamespace(status="ok", control=SimpleNamespace(steer=0.0, throttle=0.3,
-                                                                brake=0.0))
+    return Plan(status="ok", target_speed_mps=5.0,
+                control=Control(steer=0.0, throttle=0.3, brake=0.0))
 
 
 def passthrough(rig):
@@ -59,8 +59,6 @@ def passthrough(rig):
 
 
 def _empty_result(frame):
-    from perception.results import FrameResult
-
     return FrameResult(frame_index=frame.index, source=frame.source, timestamp=frame.timestamp,
                        width=frame.width, height=frame.height)
 
