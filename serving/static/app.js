@@ -3,7 +3,8 @@
 // Stills go to POST /v1/perceive; video and webcam frames go over WS /v1/stream as JPEG, one
 // frame in flight at a time (frames presented while one is in flight are skipped: newest wins).
 // Each result is drawn on the very frame that was sent, so the overlay always lines up.
-// Read top to bottom: server status, inputs, still, stream, drawing.
+// Read top to bottom: what to ask for (outputs, API key), server status, inputs, a still, a
+// stream, drawing, the status strip.
 "use strict";
 
 const ALL_OUTPUTS = "detections,masks,plan,bev";
