@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from perception.planning import PlannerState
-from perception.results import Detection, Masks, Plan
+from perception.results import FrameResult
 from serving.batcher import DeadlineExceeded
 from serving.service import (
     DEFAULT_OUTPUTS,
@@ -61,17 +61,9 @@ class Bev(BaseModel):
     y_range: tuple[float, float] = Field(description="metres, y left (vehicle frame)")
 
 
-class PerceiveResponse(BaseModel):
-    frame_index: int
-    source: str
-    timestamp: float
-    width: int
-    height: int
-    detections: list[Detection]
-    timings_ms: dict[str, float]
-    models: list[str]
-    masks: Masks | None = None
-    plan: Plan | None = None
+class PerceiveResponse(FrameResult):
+    """The result schema, plus the bird's-eye picture when `outputs` has `bev`."""
+
     bev: Bev | None = None
 
 

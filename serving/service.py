@@ -230,7 +230,7 @@ class Service:
 
     def submit(self, image: np.ndarray, source: str, index: int | None = None) -> Future:
         """Queue one image on the batcher; the future resolves to its FrameResult."""
-        if not self.ready or self.batcher is None:
+        if self.batcher is None:  # created once the models are loaded and warm
             raise RequestError(503, "models are loading", {"Retry-After": "1"})
         frame = Frame(image, timestamp=time.time(),
                       index=next(self._ids) if index is None else index, source=source)
@@ -239,7 +239,7 @@ class Service:
         except QueueFull as error:
             self.metrics.dropped.labels(reason="queue_full").inc()
             raise RequestError(503, str(error), {"Retry-After": "1"}) from None
-        except ShuttingDown as error:
+        except ShuttingDown as error:  # after SIGTERM: in-flight requests finish, new ones not
             raise RequestError(503, str(error)) from None
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
