@@ -175,7 +175,9 @@ def test_docs_page_and_openapi_work_offline(real: str) -> None:
     page = httpx.get(f"{real}/docs").text
     assert "swagger-ui-bundle.js" in page
     assert "cdn" not in page.lower() and "https://" not in page
-    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+    redoc = httpx.get(f"{real}/redoc").text
+    assert "redoc.standalone.js" in redoc and "https://" not in redoc
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         assert httpx.get(f"{real}/static-offline-docs/{asset}").status_code == 200
     schema = httpx.get(f"{real}/openapi.json").json()
     operation = schema["paths"]["/v1/perceive"]["post"]
