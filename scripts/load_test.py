@@ -77,7 +77,9 @@ class Server:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server (max-batch {max_batch}) did not start")
+                self.process.kill()  # never leave a half-started server behind
+                raise SystemExit(f"server (max-batch {max_batch}) did not become ready in "
+                                 "120 s (are the models in the cache or the mirror?)")
             time.sleep(0.3)
 
     def stop(self) -> None:
