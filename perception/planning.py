@@ -331,8 +331,8 @@ def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState, dt: float
 # --- the whole step --------------------------------------------------------------------------
 
 def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
-               speed_mps: float | None = None, detections_available: bool = True,
-               config: PlannerConfig = PlannerConfig()) -> PlanOutput:
+               speed_mps: float | None = None, config: PlannerConfig = PlannerConfig(),
+               detections_available: bool = True) -> PlanOutput:
     """Plan for one perceived frame at time `now` (same clock as `result.timestamp`).
 
     `speed_mps` is the car's measured speed; without one (a recorded video) the previous target

@@ -56,7 +56,7 @@ def test_pixel_round_trip(params, u, v):
         return  # at or above the horizon
     pixels, in_front = camera.ground_to_pixel(ground)
     assert in_front.all()
-    np.testing.assert_allclose(pixels[0], [u, v], atol=0.01)  # iterative undistortion
+    np.testing.assert_allclose(pixels[0], [u, v], atol=1e-6)
 
 
 def test_geometry_conventions():

@@ -1,0 +1,242 @@
+"""Frames and results as an MCAP file that opens in Foxglove with no setup.
+
+Topics (all protobuf Foxglove schemas, except the raw result in JSON):
+
+    /camera/image            foxglove.CompressedImage     the camera frame (JPEG, or the log's own)
+    /camera/calibration      foxglove.CameraCalibration   intrinsics (nominal if the log has none)
+    /perception/annotations  foxglove.ImageAnnotations    boxes, labels and lane points
+    /perception/overlay      foxglove.CompressedImage     frame with the drivable area tinted
+    /perception/plan         foxglove.SceneUpdate         planned path and obstacles (base_link)
+    /tf                      foxglove.FrameTransform      base_link -> camera mount
+    /perception/result       JSON (jsonschema)            the FrameResult, as `perception run`
+
+Every message is logged at the frame's own timestamp, so the output lines up with the input log.
+Open with `foxglove_mcap(path)`, which writes to a temporary file and renames it on success.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import cv2
+import numpy as np
+from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
+from foxglove_schemas_protobuf.Color_pb2 import Color
+from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+from foxglove_schemas_protobuf.CubePrimitive_pb2 import CubePrimitive
+from foxglove_schemas_protobuf.FrameTransform_pb2 import FrameTransform
+from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+from foxglove_schemas_protobuf.KeyValuePair_pb2 import KeyValuePair
+from foxglove_schemas_protobuf.LinePrimitive_pb2 import LinePrimitive
+from foxglove_schemas_protobuf.Point2_pb2 import Point2
+from foxglove_schemas_protobuf.Point3_pb2 import Point3
+from foxglove_schemas_protobuf.PointsAnnotation_pb2 import PointsAnnotation
+from foxglove_schemas_protobuf.Pose_pb2 import Pose
+from foxglove_schemas_protobuf.Quaternion_pb2 import Quaternion
+from foxglove_schemas_protobuf.SceneEntity_pb2 import SceneEntity
+from foxglove_schemas_protobuf.SceneUpdate_pb2 import SceneUpdate
+from foxglove_schemas_protobuf.TextAnnotation_pb2 import TextAnnotation
+from foxglove_schemas_protobuf.Vector3_pb2 import Vector3
+from google.protobuf.timestamp_pb2 import Timestamp
+from mcap.writer import CompressionType, Writer
+from mcap_protobuf.schema import register_schema
+
+from perception.camera import CameraModel
+from perception.camera_info import CameraInfo
+from perception.frames import Frame
+from perception.overlay import draw_result
+from perception.report import atomic_output
+from perception.results import FrameResult, Plan
+
+IMAGE_TOPIC = "/camera/image"
+CALIBRATION_TOPIC = "/camera/calibration"
+ANNOTATIONS_TOPIC = "/perception/annotations"
+OVERLAY_TOPIC = "/perception/overlay"
+PLAN_TOPIC = "/perception/plan"
+TF_TOPIC = "/tf"
+RESULT_TOPIC = "/perception/result"
+
+CAMERA_FRAME = "camera"
+VEHICLE_FRAME = "base_link"
+# Nominal camera mount, used when no camera model is given: 1.5 m above the vehicle origin,
+# looking straight ahead. The rotation's columns are the optical axes (x right, y down,
+# z forward) in the vehicle frame (x forward, y left, z up).
+NOMINAL_POSITION = (0.0, 0.0, 1.5)
+OPTICAL_TO_VEHICLE = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+BOX_COLOR = Color(r=1.0, g=0.63, b=0.0, a=1.0)
+LANE_COLOR = Color(r=1.0, g=0.0, b=0.0, a=1.0)
+WHITE = Color(r=1.0, g=1.0, b=1.0, a=1.0)
+LABEL_BACKGROUND = Color(r=0.0, g=0.0, b=0.0, a=0.6)
+PLAN_COLORS = {"ok": Color(r=0.1, g=0.9, b=0.2, a=1.0),
+               "degraded": Color(r=1.0, g=0.7, b=0.0, a=1.0),
+               "safe_stop": Color(r=1.0, g=0.1, b=0.1, a=1.0)}
+OBSTACLE_COLOR = Color(r=0.9, g=0.3, b=0.1, a=0.7)
+LANE_POINT_STEP = 8  # sample the lane mask every 8 px in x and y
+JPEG_QUALITY = 85
+
+
+class FoxgloveWriter:
+    """Writes one message per topic per frame; `finish()` writes the index and summary."""
+
+    def __init__(self, file: BinaryIO, camera_position: tuple[float, float, float] | None = None,
+                 camera_rotation: np.ndarray | None = None,
+                 default_camera_info: CameraInfo | None = None) -> None:
+        """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
+        the car for /tf (else a nominal mount); `default_camera_info` is written for frames
+        without a calibration of their own (else a nominal pinhole)."""
+        position = camera_position if camera_position is not None else NOMINAL_POSITION
+        rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
+        self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
+                       quaternion(rotation))
+        self._default_info = default_camera_info
+        self.counts: dict[str, int] = {}  # messages written per topic
+        self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
+        self._mcap.start(profile="", library="perception")
+        self._channels: dict[str, int] = {}
+        self._result_channel = self._mcap.register_channel(
+            RESULT_TOPIC, "json", self._mcap.register_schema(
+                "perception.FrameResult", "jsonschema",
+                json.dumps(FrameResult.model_json_schema(mode="serialization")).encode()))
+
+    def write(self, frame: Frame, result: FrameResult | None = None) -> None:
+        """The frame, its calibration and camera mount; with a result, everything else too."""
+        ns = int(round(frame.timestamp * 1e9))
+        stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+        info = frame.meta.get("camera_info") or self._camera_info(frame)
+        self._put(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
+        self._put(IMAGE_TOPIC, ns, camera_image(frame, stamp))
+        self._put(TF_TOPIC, ns, FrameTransform(
+            timestamp=stamp, parent_frame_id=VEHICLE_FRAME, child_frame_id=CAMERA_FRAME,
+            translation=self._mount[0], rotation=self._mount[1]))
+        if result is None:
+            return
+        self._put(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
+        if result.drivable is not None or result.lanes is not None:
+            masks_only = result.model_copy(update={"detections": []})  # boxes: annotations
+            self._put(OVERLAY_TOPIC, ns, CompressedImage(
+                timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
+                data=jpeg(draw_result(frame.image, masks_only))))
+        if result.plan is not None:
+            self._put(PLAN_TOPIC, ns, scene(result.plan, stamp))
+        self._mcap.add_message(self._result_channel, log_time=ns, publish_time=ns,
+                               data=json.dumps(result.model_dump(mode="json")).encode())
+        self.counts[RESULT_TOPIC] = self.counts.get(RESULT_TOPIC, 0) + 1
+
+    def finish(self) -> None:
+        self._mcap.finish()
+
+    def _camera_info(self, frame: Frame) -> CameraInfo:
+        info = self._default_info
+        if info is None or (info.width, info.height) != (frame.width, frame.height):
+            return CameraInfo.nominal(frame.width, frame.height)
+        return info
+
+    def _put(self, topic: str, ns: int, message: Any) -> None:
+        if topic not in self._channels:
+            schema_id = register_schema(self._mcap, type(message))
+            self._channels[topic] = self._mcap.register_channel(topic, "protobuf", schema_id)
+        self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
+                               data=message.SerializeToString())
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+@contextmanager
+def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
+                  ) -> Iterator[FoxgloveWriter]:
+    """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
+    normally; on an exception nothing is left under `path`. `camera` (perception/camera.py)
+    gives the mount for /tf and the calibration for frames without one."""
+    mount = {}
+    if camera is not None:
+        mount = {"camera_position": tuple(camera.position), "camera_rotation": camera.rotation,
+                 "default_camera_info": camera_info_of_model(camera)}
+    with atomic_output(path) as temp, open(temp, "wb") as file:
+        writer = FoxgloveWriter(file, **mount)
+        yield writer
+        writer.finish()
+
+
+def camera_info_of_model(camera: CameraModel) -> CameraInfo:
+    K = camera.K.reshape(-1).tolist()
+    return CameraInfo(camera.width, camera.height, K=K,
+                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist(),
+                      frame_id=CAMERA_FRAME)
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    assert ok, "OpenCV failed to encode a JPEG"
+    return data.tobytes()
+
+
+def camera_image(frame: Frame, stamp: Timestamp) -> CompressedImage:
+    """The log's own JPEG/PNG bytes when it had them, else the frame encoded as JPEG."""
+    compressed = frame.meta.get("compressed")
+    image_format, data = compressed if compressed else ("jpeg", jpeg(frame.image))
+    return CompressedImage(timestamp=stamp, frame_id=CAMERA_FRAME, format=image_format,
+                           data=data)
+
+
+def calibration(info: CameraInfo, stamp: Timestamp) -> CameraCalibration:
+    return CameraCalibration(timestamp=stamp, frame_id=CAMERA_FRAME, width=info.width,
+                             height=info.height, distortion_model=info.distortion_model,
+                             D=info.D, K=info.K, R=[1, 0, 0, 0, 1, 0, 0, 0, 1], P=info.P)
+
+
+def annotations(result: FrameResult, stamp: Timestamp) -> ImageAnnotations:
+    """A closed box and a 'label score' text per detection; lane pixels as points."""
+    message = ImageAnnotations()
+    for detection in result.detections:
+        x1, y1, x2, y2 = detection.box
+        message.points.append(PointsAnnotation(
+            timestamp=stamp, type=PointsAnnotation.LINE_LOOP, thickness=2,
+            outline_color=BOX_COLOR,
+            points=[Point2(x=x1, y=y1), Point2(x=x2, y=y1), Point2(x=x2, y=y2),
+                    Point2(x=x1, y=y2)]))
+        message.texts.append(TextAnnotation(
+            timestamp=stamp, position=Point2(x=x1, y=y1), font_size=14, text_color=WHITE,
+            background_color=LABEL_BACKGROUND, text=f"{detection.label} {detection.score:.2f}"))
+    lanes = result.mask_at_frame_size("lanes")
+    if lanes is not None:
+        ys, xs = np.nonzero(lanes[::LANE_POINT_STEP, ::LANE_POINT_STEP])
+        if len(xs):
+            message.points.append(PointsAnnotation(
+                timestamp=stamp, type=PointsAnnotation.POINTS, thickness=3,
+                outline_color=LANE_COLOR,
+                points=[Point2(x=float(x), y=float(y)) for x, y in
+                        zip(xs * LANE_POINT_STEP, ys * LANE_POINT_STEP, strict=True)]))
+    return message
+
+
+def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
+    """The plan's path as a line and its obstacles as boxes (1.5 m tall, as deep as wide), in
+    the vehicle frame; status, target speed and reasons as the entity's metadata."""
+    path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3,
+                         color=PLAN_COLORS[plan.status], pose=Pose(orientation=Quaternion(w=1.0)),
+                         points=[Point3(x=x, y=y, z=0.0) for x, y in plan.waypoints])
+    cubes = [CubePrimitive(pose=Pose(position=Vector3(x=o.x, y=o.y, z=0.75),
+                                     orientation=Quaternion(w=1.0)),
+                           size=Vector3(x=o.width, y=o.width, z=1.5), color=OBSTACLE_COLOR)
+             for o in plan.obstacles]
+    metadata = [KeyValuePair(key="status", value=plan.status),
+                KeyValuePair(key="target_speed_mps", value=f"{plan.target_speed_mps:.2f}"),
+                KeyValuePair(key="reasons", value="; ".join(plan.reasons))]
+    entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
+                         cubes=cubes, metadata=metadata)
+    return SceneUpdate(entities=[entity])
+
+
+def quaternion(rotation: np.ndarray) -> Quaternion:
+    """A 3x3 rotation matrix as a unit quaternion."""
+    r = np.asarray(rotation, dtype=float)
+    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
+    return Quaternion(x=x, y=y, z=z, w=w)

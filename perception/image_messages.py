@@ -1,0 +1,116 @@
+"""Image and calibration messages of Foxglove (protobuf) and ROS 2 (CDR) as frames.
+
+`deserialize(kind, data)` turns a message's bytes into an object (rosbags' type store decodes
+CDR without a ROS install); `image_of(kind, message)` and `camera_info_of(kind, message)` read
+it. The MCAP and rosbag readers share these; `kind` is the message type name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
+from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
+
+from perception.camera_info import CameraInfo
+from perception.frames import decode_image
+
+IMAGE_TYPES = {"foxglove.CompressedImage", "foxglove.RawImage",
+               "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"}
+CALIBRATION_TYPES = {"foxglove.CameraCalibration", "sensor_msgs/msg/CameraInfo"}
+PROTOBUF_TYPES = {"foxglove.CompressedImage": CompressedImage, "foxglove.RawImage": RawImage,
+                  "foxglove.CameraCalibration": CameraCalibration}
+RAW_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1,
+                "8UC3": 3, "mono16": 2, "16UC1": 2}
+TO_BGR = {"rgb8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "bgra8": cv2.COLOR_BGRA2BGR,
+          "mono8": cv2.COLOR_GRAY2BGR, "8UC1": cv2.COLOR_GRAY2BGR}
+
+
+@dataclass
+class DecodedImage:
+    image: np.ndarray  # BGR uint8
+    stamp_ns: int  # the message's header stamp, 0 when unset
+    frame_id: str
+    compressed: tuple[str, bytes] | None  # (format, bytes) of a JPEG/PNG message
+
+
+def deserialize(kind: str, data: bytes) -> Any:
+    if kind in PROTOBUF_TYPES:
+        return PROTOBUF_TYPES[kind].FromString(data)
+    return ros_typestore().deserialize_cdr(data, kind)
+
+
+def image_of(kind: str, message: Any) -> DecodedImage:
+    """Raises ValueError/SourceError with a readable message if the image does not decode."""
+    if kind == "foxglove.CompressedImage":
+        return DecodedImage(decode_image(message.data, f"{message.format or 'compressed'} image"),
+                            _stamp_ns(message.timestamp), message.frame_id,
+                            (message.format, message.data))
+    if kind == "foxglove.RawImage":
+        return DecodedImage(raw_to_bgr(message.data, message.width, message.height,
+                                       message.encoding, message.step),
+                            _stamp_ns(message.timestamp), message.frame_id, None)
+    stamp, frame_id = _stamp_ns(message.header.stamp), message.header.frame_id
+    if kind == "sensor_msgs/msg/CompressedImage":
+        data = bytes(message.data)
+        # ROS formats look like "jpeg" or "bgr8; jpeg compressed bgr8"
+        image_format = message.format.split(";")[-1].split()[0] if message.format else "jpeg"
+        return DecodedImage(decode_image(data, f"{message.format or 'compressed'} image"),
+                            stamp, frame_id, (image_format, data))
+    return DecodedImage(raw_to_bgr(bytes(message.data), message.width, message.height,
+                                   message.encoding, message.step, bool(message.is_bigendian)),
+                        stamp, frame_id, None)
+
+
+def camera_info_of(kind: str, message: Any) -> CameraInfo:
+    if kind == "foxglove.CameraCalibration":
+        return CameraInfo(message.width, message.height, K=list(message.K), P=list(message.P),
+                          D=list(message.D), distortion_model=message.distortion_model,
+                          frame_id=message.frame_id)
+    return CameraInfo(int(message.width), int(message.height), K=message.k.tolist(),
+                      P=message.p.tolist(), D=message.d.tolist(),
+                      distortion_model=message.distortion_model,
+                      frame_id=message.header.frame_id)
+
+
+def raw_to_bgr(data: bytes, width: int, height: int, encoding: str, step: int,
+               big_endian: bool = False) -> np.ndarray:
+    """An uncompressed image (ROS `Image`, `foxglove.RawImage`) as BGR uint8."""
+    if encoding not in RAW_CHANNELS:
+        raise ValueError(f"unsupported raw image encoding {encoding!r} "
+                         f"(supported: {', '.join(RAW_CHANNELS)})")
+    bytes_per_pixel = RAW_CHANNELS[encoding]
+    step = step or width * bytes_per_pixel
+    if width <= 0 or height <= 0 or step < width * bytes_per_pixel or len(data) < step * height:
+        raise ValueError(f"{len(data)} bytes do not hold a {width}x{height} {encoding} image "
+                         f"with row step {step}")
+    rows = np.frombuffer(data, np.uint8, count=step * height).reshape(height, step)
+    pixels = rows[:, :width * bytes_per_pixel]
+    if bytes_per_pixel == 2:  # 16-bit mono: keep the top 8 bits
+        mono = pixels.copy().view(">u2" if big_endian else "<u2").reshape(height, width)
+        return cv2.cvtColor((mono >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    image = pixels.reshape(height, width, bytes_per_pixel)
+    return cv2.cvtColor(image, TO_BGR[encoding]) if encoding in TO_BGR else image.copy()
+
+
+def _stamp_ns(stamp: Any) -> int:
+    """ns from a protobuf Timestamp (seconds, nanos) or a ROS Time (sec, nanosec)."""
+    if hasattr(stamp, "seconds"):
+        return stamp.seconds * 1_000_000_000 + stamp.nanos
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+_TYPESTORE = None
+
+
+def ros_typestore() -> Any:
+    """The ROS 2 Humble message definitions shipped with rosbags (built once)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore
+        _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+    return _TYPESTORE

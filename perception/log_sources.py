@@ -1,0 +1,142 @@
+"""Drive logs as frames: `open_log(path)` picks the reader for an MCAP file, a rosbag2 (or ROS 1)
+bag, a KITTI folder, a video or an image folder and yields `Frame`s.
+
+Every frame keeps the log's own clock: `Frame.timestamp` is the image's header stamp in seconds
+(the message's log time where the stamp is zero). `start` and `end` are seconds from the
+first message of the log, like `ros2 bag play --start-offset`. A log reader adds to `Frame.meta`:
+
+    topic         the image topic (or KITTI camera folder)
+    log_time_ns   when the message was logged
+    frame_id      the camera's frame id
+    camera_info   a `CameraInfo` when the log carries a calibration for this camera
+    compressed    (format, bytes) of the original JPEG/PNG, so writers need not re-encode
+
+Errors: anything that makes a log unusable (missing file, not a log, no such topic, no image
+topic) raises `SourceError` before the first frame. A problem part-way (a truncated or corrupt
+record, an image that does not decode) raises `CorruptRecordError` after the frames before it
+were yielded; its message says where (topic, log time, byte offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from perception.frames import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    Frame,
+    SourceError,
+    count_frames,
+    folder_frames,
+    image_file_frames,
+    video_frames,
+)
+from perception.image_messages import IMAGE_TYPES
+
+
+class CorruptRecordError(SourceError):
+    """A log broke part-way: the frames before the bad record were read, nothing after."""
+
+
+def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
+             end: float | None = None) -> Iterator[Frame]:
+    """Frames of a drive log, video or image folder, in recorded order, within [start, end)."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    if start is not None and end is not None and end <= start:
+        raise SourceError(f"empty time range: --end {end} is not after --start {start}")
+    if path.is_file() and path.suffix == ".mcap":
+        from perception.mcap_source import mcap_frames
+        return mcap_frames(path, topic, start, end)
+    if path.is_file() and (path.suffix in {".db3", ".bag"} or path.name == "metadata.yaml"):
+        from perception.rosbag_source import rosbag_frames
+        return rosbag_frames(path if path.suffix == ".bag" else path.parent, topic, start, end)
+    if path.is_dir() and (path / "metadata.yaml").is_file():
+        from perception.rosbag_source import rosbag_frames
+        return rosbag_frames(path, topic, start, end)
+    if path.is_dir():
+        from perception.kitti_source import is_kitti, kitti_frames
+        if is_kitti(path):
+            return kitti_frames(path, topic, start, end)
+        return within(folder_frames(path), start, end)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return within(video_frames(path), start, end)
+    if suffix in IMAGE_SUFFIXES:
+        return image_file_frames(path)
+    raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
+                      ".db3, a .bag, a KITTI folder, a video or an image folder)")
+
+
+def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
+    """How many frames `open_log(path, topic)` yields without a time range, where the log says
+    so cheaply (an MCAP summary, a bag's metadata, a folder listing); for progress bars."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.suffix == ".mcap":
+            from perception.mcap_source import mcap_topic_counts
+            counts = mcap_topic_counts(path)
+        elif path.is_dir() and (path / "metadata.yaml").is_file():
+            from perception.rosbag_source import rosbag_topic_counts
+            counts = rosbag_topic_counts(path)
+        elif path.is_dir():
+            from perception.kitti_source import is_kitti, kitti_topic_counts
+            counts = kitti_topic_counts(path) if is_kitti(path) else None
+            if counts is None:
+                return count_frames(str(path))
+        else:
+            return count_frames(str(path))
+    except Exception:  # a damaged log: no total, the reader will say what is wrong
+        return None
+    if not counts:
+        return None
+    if topic is None:
+        return next(iter(counts.values())) if len(counts) == 1 else None
+    return counts.get(topic)
+
+
+def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:
+    """The frames whose time since the first frame lies in [start, end)."""
+    first = None
+    for frame in frames:
+        first = frame.timestamp if first is None else first
+        since = frame.timestamp - first
+        if start is not None and since < start:
+            continue
+        if end is not None and since >= end:
+            return
+        yield frame
+
+
+def choose_topic(log: Path, images: dict[str, str], others: dict[str, str],
+                 topic: str | None) -> str:
+    """The image topic to read: the one asked for, or the only one; else say which exist.
+
+    `images` and `others` map topic -> message type.
+    """
+    listing = ", ".join(f"{name} ({kind})" for name, kind in sorted(images.items()))
+    if topic is not None:
+        if topic in images:
+            return topic
+        where = f"{topic} is not an image topic ({others[topic]})" if topic in others else \
+            f"no topic {topic}"
+        raise SourceError(f"{log}: {where}; image topics: {listing or 'none'}")
+    if not images:
+        kinds = ", ".join(f"{name} ({kind})" for name, kind in sorted(others.items()))
+        raise SourceError(f"{log}: no image topic (expected one of {', '.join(sorted(IMAGE_TYPES))}"
+                          f"); topics: {kinds or 'none'}")
+    if len(images) > 1:
+        raise SourceError(f"{log}: several image topics, pick one with --topic: {listing}")
+    return next(iter(images))
+
+
+def calibration_topic(image_topic: str, calibration_topics: list[str]) -> str | None:
+    """The calibration of this camera: the one in the image topic's namespace
+    (/front/image_raw -> /front/camera_info), else the only one there is."""
+    namespace = image_topic.rsplit("/", 1)[0]
+    same = [t for t in calibration_topics if t.rsplit("/", 1)[0] == namespace]
+    if len(same) == 1:
+        return same[0]
+    return calibration_topics[0] if len(calibration_topics) == 1 else None

@@ -1,0 +1,152 @@
+"""Frames from an MCAP file: Foxglove `CompressedImage`/`RawImage` (protobuf) or ROS 2
+`sensor_msgs/msg/CompressedImage`/`Image` (CDR, decoded with rosbags' type store, no ROS).
+
+The file is read front to back as a stream of records, so a truncated file (no footer, no
+index) still yields every frame before the cut. Calibration messages (`foxglove.
+CameraCalibration`, `sensor_msgs/msg/CameraInfo`) for the camera are attached as they appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+from mcap.exceptions import EndOfFile
+from mcap.reader import SeekingReader
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
+
+from perception.camera_info import CameraInfo
+from perception.frames import Frame, SourceError
+from perception.image_messages import (
+    CALIBRATION_TYPES,
+    IMAGE_TYPES,
+    camera_info_of,
+    deserialize,
+    image_of,
+)
+from perception.log_sources import CorruptRecordError, calibration_topic, choose_topic
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def mcap_frames(path: Path, topic: str | None = None, start: float | None = None,
+                end: float | None = None) -> Iterator[Frame]:
+    """Check the file and the topic now; return the frames lazily."""
+    images, others, start_ns = _topics(path)
+    if not images and not others:
+        raise SourceError(f"{path}: no channels before the file ends at byte "
+                          f"{path.stat().st_size} (an empty or truncated MCAP)")
+    topic = choose_topic(path, images, others, topic)
+    calibration = calibration_topic(topic, [name for name, kind in others.items()
+                                            if kind in CALIBRATION_TYPES])
+    return _frames(path, topic, calibration, start_ns, start, end)
+
+
+def mcap_topic_counts(path: Path) -> dict[str, int] | None:
+    """Messages per image topic from the file's summary; None without one."""
+    with open(path, "rb") as file:
+        summary = SeekingReader(file).get_summary()
+    if summary is None or summary.statistics is None:
+        return None
+    counts: dict[str, int] = {}
+    for channel_id, count in summary.statistics.channel_message_counts.items():
+        channel = summary.channels[channel_id]
+        schema = summary.schemas.get(channel.schema_id)
+        if schema is not None and schema.name in IMAGE_TYPES:
+            counts[channel.topic] = counts.get(channel.topic, 0) + count
+    return counts
+
+
+def _topics(path: Path) -> tuple[dict[str, str], dict[str, str], int | None]:
+    """(image topics, other topics, first log time) from the summary, or by scanning a file
+    that has none (a truncated recording)."""
+    topics: dict[str, str] = {}
+    start_ns = None
+    with open(path, "rb") as file:
+        if file.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise SourceError(f"{path}: not an MCAP file (no MCAP magic at the start)")
+        file.seek(0)
+        try:
+            summary = SeekingReader(file).get_summary()
+        except Exception:  # no footer or index: truncated, scan it below
+            summary = None
+        if summary is not None and summary.channels:
+            for channel in summary.channels.values():
+                schema = summary.schemas.get(channel.schema_id)
+                topics[channel.topic] = schema.name if schema else ""
+            if summary.statistics is not None and summary.statistics.message_count:
+                start_ns = summary.statistics.message_start_time
+        else:
+            file.seek(0)
+            schemas: dict[int, str] = {}
+            try:
+                for record in StreamReader(file).records:
+                    if isinstance(record, Schema):
+                        schemas[record.id] = record.name
+                    elif isinstance(record, Channel):
+                        topics[record.topic] = schemas.get(record.schema_id, "")
+            except Exception:  # a truncated file: the channels seen so far are all there are
+                pass
+    images = {name: kind for name, kind in topics.items() if kind in IMAGE_TYPES}
+    others = {name: kind for name, kind in topics.items() if kind not in IMAGE_TYPES}
+    return images, others, start_ns
+
+
+def _frames(path: Path, topic: str, calibration: str | None, start_ns: int | None,
+            start: float | None, end: float | None) -> Iterator[Frame]:
+    schemas: dict[int, Schema] = {}
+    channels: dict[int, Channel] = {}
+    camera_info: CameraInfo | None = None
+    index = 0
+    last = "before the first image"
+    with open(path, "rb") as file:
+        records = iter(StreamReader(file, validate_crcs=True).records)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except Exception as error:  # truncated or corrupt: keep what came before
+                detail = "the file ends inside a record (truncated)" \
+                    if isinstance(error, EndOfFile) else f"{type(error).__name__}: {error}"
+                raise CorruptRecordError(
+                    f"{path}: corrupt record near byte offset {file.tell()} ({last}): "
+                    f"{detail}") from None
+            if isinstance(record, Schema):
+                schemas[record.id] = record
+            elif isinstance(record, Channel):
+                channels[record.id] = record
+            elif isinstance(record, Message) and record.channel_id in channels:
+                channel = channels[record.channel_id]
+                if start_ns is None:
+                    start_ns = record.log_time
+                since = (record.log_time - start_ns) / 1e9
+                schema = schemas.get(channel.schema_id)
+                kind = schema.name if schema else ""
+                if channel.topic == calibration:
+                    with suppress(Exception):  # an unreadable calibration: keep the last one
+                        camera_info = camera_info_of(kind, deserialize(kind, record.data))
+                    continue
+                if channel.topic != topic:
+                    continue
+                where = (f"{topic} message {index} at log time {record.log_time / 1e9:.6f} s "
+                         f"(near byte offset {file.tell()})")
+                if start is not None and since < start:
+                    continue
+                if end is not None and since >= end:
+                    return
+                try:
+                    decoded = image_of(kind, deserialize(kind, record.data))
+                except Exception as error:
+                    raise CorruptRecordError(f"{path}: {where}: {error}") from None
+                stamp_ns = decoded.stamp_ns or record.log_time
+                meta = {"topic": topic, "log_time_ns": record.log_time,
+                        "frame_id": decoded.frame_id, "compressed": decoded.compressed}
+                if camera_info is not None:
+                    meta["camera_info"] = camera_info
+                yield Frame(decoded.image, timestamp=stamp_ns / 1e9, index=index,
+                            source=f"{path}:{topic}", name=f"{index:06d}", meta=meta)
+                last = f"after {where}"
+                index += 1

@@ -1,0 +1,65 @@
+"""`perception record`: a camera, a video or a KITTI folder to an MCAP drive log.
+
+The log holds `foxglove.CompressedImage` on /camera/image and `foxglove.CameraCalibration` on
+/camera/calibration (KITTI's own calibration, else the `--calibration` camera file, else a
+nominal pinhole), so it opens in Foxglove and replays with `perception replay LOG.mcap`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from perception.camera import load_camera
+from perception.errors import PerceptionError
+from perception.foxglove_writer import foxglove_mcap
+from perception.frames import camera_frames, video_frames
+from perception.report import writable
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--camera", type=int, metavar="N", help="camera device index")
+    source.add_argument("--video", type=Path, metavar="F", help="video file")
+    source.add_argument("--kitti", type=Path, metavar="DIR",
+                        help="KITTI raw drive or object folder (with its calibration)")
+    parser.add_argument("--out", type=Path, required=True, metavar="LOG.mcap")
+    parser.add_argument("--calibration", type=Path, metavar="CAMERA.yaml",
+                        help="camera file (perception/cameras/) whose intrinsics and mount are "
+                             "written for frames without a calibration of their own")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="stop after S seconds of log time (default: the whole source; "
+                             "a camera records until Ctrl-C)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise PerceptionError(f"--duration must be positive, got {args.duration}")
+    if args.camera is not None:
+        frames = camera_frames(args.camera)
+    elif args.video is not None:
+        frames = video_frames(args.video)
+    else:
+        from perception.kitti_source import kitti_frames
+        frames = kitti_frames(args.kitti)
+    camera = load_camera(args.calibration) if args.calibration is not None else None
+    written = 0
+    with foxglove_mcap(writable(args.out), camera=camera) as writer:
+        first = None
+        try:
+            for frame in tqdm(frames, desc="recording", unit="frame", disable=None):
+                first = frame.timestamp if first is None else first
+                if args.duration is not None and frame.timestamp - first >= args.duration:
+                    break
+                writer.write(frame)
+                written += 1
+        except KeyboardInterrupt:  # the way to stop a camera: keep what was recorded
+            pass
+        if written == 0:
+            raise PerceptionError(f"nothing recorded: the source gave no frames; {args.out} "
+                                  "was not written")
+    print(f"recorded {written} frames to {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,217 @@
+"""The closed loop: tick the world, take that tick's camera frame, perceive, plan, drive.
+
+    frame = world.tick()                        # the simulator advances one fixed step
+    image = camera_frames.take(frame, timeout)  # exactly this tick's image, or None
+    result = perceive(Frame(image))             # our models (or CARLA's ground truth)
+    plan = driver(result, speed, now)           # planner + controller -> Plan with control
+    ego.apply_control(VehicleControl(...))      # applied on the next tick
+
+`run()` sets the stage around it: connect, synchronous mode, spawn the ego car with its sensors
+(and traffic), and always clean up (session.py). Perception and driving are plain callables,
+so tests and the Leaderboard agent swap them freely.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import carla
+
+from perception.frames import Frame
+from perception.results import FrameResult
+from sim_bridge import ground_truth
+from sim_bridge.driving import camera_model
+from sim_bridge.geometry import intrinsics
+from sim_bridge.metrics import DrivingMetrics
+from sim_bridge.recording import SimRecorder, recording
+from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_bgr
+from sim_bridge.session import SimError, SpawnedActors, connect, find_blueprint, synchronous_mode
+
+Perceive = Callable[[Frame], FrameResult]
+Driver = Callable[[FrameResult | None, float, float], Any]  # (result, speed m/s, now s) -> Plan
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 2000
+    town: str | None = None
+    camera: CameraSpec = field(default_factory=CameraSpec)
+    ticks: int = 600
+    fixed_delta_s: float = 0.05  # 20 Hz, CARLA's usual step for driving
+    connect_timeout_s: float = 10.0
+    sensor_timeout_s: float = 2.0  # wait this long for a tick's image before calling it missing
+    vehicle: str = "vehicle.lincoln.mkz_2020"  # the Leaderboard's hero car
+    spawn_point: int = 0
+    route_m: float = 0.0  # > 0: a route this long along the lane ahead, for route completion
+    traffic: int = 0
+    ground_truth: bool = False  # spawn a semantic camera and record CARLA's labels
+    out: Path | None = None
+
+
+@dataclass
+class Rig:
+    """What the run spawned and listens to."""
+
+    world: Any
+    ego: Any
+    camera: Any
+    camera_frames: FrameBuffer
+    segmentation_frames: FrameBuffer | None
+    metrics: DrivingMetrics
+
+
+def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
+        make_driver: Callable[[Rig], Driver],
+        client_factory: Callable[..., Any] = carla.Client) -> dict:
+    """One closed-loop run; returns the metrics summary. Ctrl-C ends it early, cleanly."""
+    client, world = connect(config.host, config.port, config.connect_timeout_s, config.town,
+                            client_factory)
+    traffic_manager = client.get_trafficmanager() if config.traffic else None
+    with recording(config.out, camera_model(config.camera)) as recorder, \
+            synchronous_mode(world, config.fixed_delta_s, traffic_manager), \
+            SpawnedActors(world) as actors:
+        rig = spawn_rig(world, actors, config)
+        if traffic_manager is not None:
+            spawn_traffic(world, actors, traffic_manager, config.traffic, config.spawn_point)
+        perceive, driver = make_perceive(rig), make_driver(rig)
+        tick(world, 0)  # one tick for the new sensors to start streaming
+        try:
+            for _ in range(config.ticks):
+                step(rig, perceive, driver, config, recorder)
+        except KeyboardInterrupt:
+            rig.metrics.interrupted = True
+        summary = rig.metrics.summary()
+        if recorder is not None:
+            recorder.metrics(world.get_snapshot().timestamp.elapsed_seconds, summary)
+    return summary
+
+
+def spawn_rig(world: Any, actors: SpawnedActors, config: SimConfig) -> Rig:
+    spawn_points = world.get_map().get_spawn_points()
+    if not 0 <= config.spawn_point < len(spawn_points):
+        raise SimError(f"spawn point {config.spawn_point} does not exist; this map has "
+                       f"{len(spawn_points)} (0..{len(spawn_points) - 1})")
+    start = spawn_points[config.spawn_point]
+    vehicle = find_blueprint(world, config.vehicle)
+    if vehicle.has_attribute("role_name"):
+        vehicle.set_attribute("role_name", "hero")
+    ego = actors.spawn(vehicle, start, ego=True)
+    camera = actors.spawn(config.camera.configure(find_blueprint(world, "sensor.camera.rgb")),
+                          CAMERA_MOUNT, attach_to=ego)
+    camera_frames = FrameBuffer()
+    camera.listen(camera_frames.put)
+    segmentation_frames = None
+    if config.ground_truth:
+        blueprint = find_blueprint(world, "sensor.camera.semantic_segmentation")
+        segmentation = actors.spawn(config.camera.configure(blueprint), CAMERA_MOUNT,
+                                    attach_to=ego)
+        segmentation_frames = FrameBuffer()
+        segmentation.listen(segmentation_frames.put)
+    metrics = DrivingMetrics(config.fixed_delta_s, route=route_ahead(world, start,
+                                                                     config.route_m))
+    collision = actors.spawn(find_blueprint(world, "sensor.other.collision"), carla.Transform(),
+                             attach_to=ego)
+    collision.listen(metrics.on_collision)
+    invasion = actors.spawn(find_blueprint(world, "sensor.other.lane_invasion"),
+                            carla.Transform(), attach_to=ego)
+    invasion.listen(metrics.on_lane_invasion)
+    return Rig(world, ego, camera, camera_frames, segmentation_frames, metrics)
+
+
+def route_ahead(world: Any, start: carla.Transform, length_m: float,
+                step_m: float = 2.0) -> list[tuple[float, float]]:
+    """World (x, y) every `step_m` along the lane from `start`, following the first branch."""
+    if length_m <= 0:
+        return []
+    waypoint = world.get_map().get_waypoint(start.location)
+    route = []
+    while waypoint is not None and len(route) * step_m <= length_m:
+        location = waypoint.transform.location
+        route.append((location.x, location.y))
+        following = waypoint.next(step_m)
+        waypoint = following[0] if following else None
+    return route
+
+
+def spawn_traffic(world: Any, actors: SpawnedActors, traffic_manager: Any, count: int,
+                  ego_spawn: int) -> int:
+    """Up to `count` cars on autopilot at free spawn points; returns how many spawned."""
+    library = world.get_blueprint_library()
+    blueprints = [b for b in library.filter("vehicle.*")
+                  if not b.has_attribute("number_of_wheels")
+                  or b.get_attribute("number_of_wheels").as_int() == 4]
+    if not blueprints:
+        raise SimError("--traffic: this server's library has no four-wheeled vehicle")
+    spawned = 0
+    for index, point in enumerate(world.get_map().get_spawn_points()):
+        if spawned >= count:
+            break
+        if index == ego_spawn:
+            continue
+        actor = actors.try_spawn(blueprints[index % len(blueprints)], point)
+        if actor is not None:
+            actor.set_autopilot(True, traffic_manager.get_port())
+            spawned += 1
+    return spawned
+
+
+def tick(world: Any, ticks_done: int) -> int:
+    """Advance the world one step; the new frame number."""
+    try:
+        return world.tick()
+    except RuntimeError as error:
+        raise SimError(f"the simulator stopped answering after {ticks_done} ticks: "
+                       f"{error}") from None
+
+
+def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
+         recorder: SimRecorder | None) -> Any:
+    """One tick of the loop; returns the plan."""
+    frame_id = tick(rig.world, rig.metrics.ticks)
+    now = rig.world.get_snapshot().timestamp.elapsed_seconds
+    image = rig.camera_frames.take(frame_id, config.sensor_timeout_s)
+    segmentation = (rig.segmentation_frames.take(frame_id, config.sensor_timeout_s)
+                    if rig.segmentation_frames is not None else None)
+    frame = result = None
+    perception_ms = None
+    start = time.perf_counter()
+    if image is not None:
+        frame = Frame(image_to_bgr(image), timestamp=image.timestamp, index=rig.metrics.ticks,
+                      source="carla:camera", name=f"{frame_id:06d}",
+                      meta={"carla_frame": frame_id, "segmentation": segmentation})
+        result = perceive(frame)
+        perception_ms = (time.perf_counter() - start) * 1e3
+    start = time.perf_counter()
+    velocity = rig.ego.get_velocity()
+    speed = math.hypot(velocity.x, velocity.y)
+    plan = driver(result, speed, now)
+    control = plan.control
+    rig.ego.apply_control(carla.VehicleControl(throttle=control.throttle, steer=control.steer,
+                                               brake=control.brake))
+    control_ms = (time.perf_counter() - start) * 1e3
+    if result is not None:
+        result.plan = plan
+        result.timings_ms["control"] = control_ms
+    location = rig.ego.get_location()
+    on_road = rig.world.get_map().get_waypoint(location, project_to_road=False) is not None
+    rig.metrics.tick((location.x, location.y), speed, on_road, perception_ms, control_ms,
+                     plan.status)
+    if recorder is not None and frame is not None:
+        width, height = config.camera.width, config.camera.height
+        truth = (ground_truth.labels(frame, rig.world, rig.camera)
+                 if segmentation is not None else None)
+        state = {"carla_frame": frame_id, "sim_time": now, "x": location.x, "y": location.y,
+                 "yaw": rig.ego.get_transform().rotation.yaw, "speed_mps": speed,
+                 "on_road": on_road, "status": plan.status,
+                 "control": {"steer": control.steer, "throttle": control.throttle,
+                             "brake": control.brake},
+                 "perception_ms": perception_ms, "control_ms": control_ms}
+        recorder.frame(frame, intrinsics(width, height, config.camera.fov), result, state,
+                       truth)
+    return plan

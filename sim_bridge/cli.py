@@ -1,0 +1,120 @@
+"""`perception sim`: drive a CARLA car with our perception, planner and controller.
+
+    perception sim --host 127.0.0.1 --port 2000 --town Town04 --ticks 600 --out run.mcap
+
+Without a CARLA server, `--fake` runs the same loop against the in-process fake
+(sim_bridge/fake_carla.py): a two-lane road, optionally curved or with a stopped car.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import carla
+
+from perception.errors import PerceptionError
+from sim_bridge.bridge import Rig, SimConfig, run
+from sim_bridge.driving import car_geometry, planner_driver
+from sim_bridge.ground_truth import GroundTruthPerceiver
+from sim_bridge.metrics import format_table
+from sim_bridge.sensors import CameraSpec
+
+FAKE_SCENARIOS = {
+    "straight": {},
+    "curve": {"curvature": 1 / 150},
+    "stopped-car": {"stopped_car_s": 60.0, "lanes": 1},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="CARLA server (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=2000, help="CARLA RPC port (default 2000)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for the server to answer (default 10)")
+    parser.add_argument("--town", help="load this map first (e.g. Town04); default: as is")
+    parser.add_argument("--camera", default="640x360,90", metavar="WxH,FOV",
+                        help="RGB camera size and horizontal field of view (default 640x360,90)")
+    parser.add_argument("--ticks", type=int, default=600,
+                        help="simulation steps to drive (default 600 = 30 s at 20 Hz)")
+    parser.add_argument("--delta", type=float, default=0.05,
+                        help="fixed time step in seconds (default 0.05)")
+    parser.add_argument("--out", type=Path, help="record the run to this MCAP file")
+    parser.add_argument("--ground-truth", action="store_true",
+                        help="add CARLA's labels to --out (drivable area, lanes, 2-D boxes)")
+    parser.add_argument("--traffic", type=int, default=0, metavar="N",
+                        help="spawn N cars driven by the Traffic Manager")
+    parser.add_argument("--vehicle", default="vehicle.lincoln.mkz_2020", help="ego blueprint")
+    parser.add_argument("--spawn-point", type=int, default=0, help="index of the start point")
+    parser.add_argument("--route", type=float, default=0.0, metavar="METRES",
+                        help="measure route completion along the lane for this many metres")
+    parser.add_argument("--perception", choices=["models", "ground-truth"], default="models",
+                        help="our models on the camera image (default), or CARLA's labels")
+    parser.add_argument("--models", default="yolox-nano,twinlitenet",
+                        help="zoo models for --perception models (comma list)")
+    parser.add_argument("--fake", choices=sorted(FAKE_SCENARIOS),
+                        help="no server: drive in the in-process fake CARLA on this road")
+
+
+def config_from(args: argparse.Namespace) -> SimConfig:
+    if args.ticks < 1:
+        raise PerceptionError(f"--ticks {args.ticks}: must be at least 1")
+    if not 0 < args.port < 65535:  # CARLA also uses port + 1 for sensor streams
+        raise PerceptionError(f"--port {args.port}: must be 1..65534")
+    if not 0.0 < args.delta <= 0.1:
+        raise PerceptionError(f"--delta {args.delta:g}: must be in (0, 0.1] s (CARLA's physics "
+                              "is unstable with longer steps)")
+    if args.timeout <= 0:
+        raise PerceptionError(f"--timeout {args.timeout:g}: must be > 0")
+    if args.traffic < 0:
+        raise PerceptionError(f"--traffic {args.traffic}: must be >= 0")
+    if args.out is not None and args.out.suffix != ".mcap":
+        raise PerceptionError(f"--out {args.out}: must end in .mcap")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise PerceptionError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    return SimConfig(host=args.host, port=args.port, town=args.town,
+                     camera=CameraSpec.parse(args.camera), ticks=args.ticks,
+                     fixed_delta_s=args.delta, connect_timeout_s=args.timeout,
+                     vehicle=args.vehicle, spawn_point=args.spawn_point, route_m=args.route,
+                     traffic=args.traffic,
+                     ground_truth=args.ground_truth or args.perception == "ground-truth",
+                     out=args.out)
+
+
+def model_perceiver(names: list[str]):
+    """`perceive(frame)` with our models, loaded once."""
+    from perception.pipeline import Perceiver
+
+    perceiver = Perceiver.from_names(names)
+    return lambda frame: perceiver.perceive([frame])[0]
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    client_factory = carla.Client
+    server = None
+    if args.fake:
+        from sim_bridge.fake_carla import FakeClient, FakeServer, Scenario
+
+        server = FakeServer(Scenario(**FAKE_SCENARIOS[args.fake])).start(args.host, args.port)
+        client_factory = FakeClient
+    if args.perception == "models":
+        perceive = model_perceiver([n.strip() for n in args.models.split(",") if n.strip()])
+
+        def make_perceive(rig: Rig):
+            return perceive
+    else:
+        def make_perceive(rig: Rig):
+            return GroundTruthPerceiver(rig.world, rig.camera)
+    try:
+        summary = run(config, make_perceive,
+                      lambda rig: planner_driver(config.camera, car_geometry(rig.ego)),
+                      client_factory)
+    finally:
+        if server is not None:
+            server.stop()
+    print(format_table(summary))
+    if args.out is not None:
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 130 if summary["interrupted"] else 0

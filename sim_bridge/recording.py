@@ -1,0 +1,87 @@
+"""A closed-loop run as MCAP: the replay format, plus the simulator's state and ground truth.
+
+`SimRecorder` is the drive-log writer (perception/foxglove_writer.py: camera image, calibration,
+camera mount, annotations, drivable-area overlay, plan, and the result JSON on
+/perception/result), so `perception replay` and Foxglove read a simulator run like a real drive.
+It adds:
+
+    /sim/state               JSON                        tick, pose, speed, control, timings
+    /ground_truth/drivable   foxglove.CompressedImage    with --ground-truth: PNG mask, 255 = road
+    /ground_truth/lanes      foxglove.CompressedImage    PNG mask, 255 = lane marking
+    /ground_truth/boxes      JSON                        vehicles and walkers, frame pixels
+    /sim/metrics             JSON                        the run's metrics, once at the end
+
+The file is written under a temporary name and renamed when the run ends; an error leaves
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from perception.camera import CameraModel
+from perception.camera_info import CameraInfo
+from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter
+from perception.frames import Frame
+from perception.report import atomic_output
+from perception.results import FrameResult
+
+
+class SimRecorder(FoxgloveWriter):
+    def frame(self, frame: Frame, K: np.ndarray, result: FrameResult | None, state: dict,
+              truth: FrameResult | None = None) -> None:
+        """One tick: the frame with CARLA's intrinsics `K`, our result, the sim state and,
+        with ground truth on, CARLA's labels of the frame."""
+        frame.meta["camera_info"] = CameraInfo(
+            frame.width, frame.height, K=K.reshape(-1).tolist(),
+            P=np.c_[K, np.zeros(3)].reshape(-1).tolist(), D=[0.0] * 5)
+        self.write(frame, result)
+        ns = int(round(frame.timestamp * 1e9))
+        stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+        self._json("/sim/state", ns, state)
+        if truth is None:
+            return
+        for which in ("drivable", "lanes"):
+            mask = getattr(truth, which)
+            if mask is not None:
+                ok, png = cv2.imencode(".png", mask * 255)
+                assert ok, "OpenCV could not encode a PNG"
+                self._put(f"/ground_truth/{which}", ns, CompressedImage(
+                    timestamp=stamp, frame_id=CAMERA_FRAME, format="png", data=png.tobytes()))
+        self._json("/ground_truth/boxes", ns, {
+            "frame_index": frame.index, "width": frame.width, "height": frame.height,
+            "boxes": [d.model_dump(mode="json") for d in truth.detections]})
+
+    def metrics(self, timestamp: float, summary: dict) -> None:
+        self._json("/sim/metrics", int(round(timestamp * 1e9)), summary)
+
+    def _json(self, topic: str, ns: int, payload: dict) -> None:
+        if topic not in self._channels:
+            schema = self._mcap.register_schema(topic.strip("/").replace("/", "."),
+                                                "jsonschema", b'{"type": "object"}')
+            self._channels[topic] = self._mcap.register_channel(topic, "json", schema)
+        self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
+                               data=json.dumps(payload).encode())
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+@contextmanager
+def recording(path: str | Path | None, camera: CameraModel) -> Iterator[SimRecorder | None]:
+    """A recorder on a temporary file beside `path`, renamed to `path` if the block succeeds;
+    `camera` places the camera on the car for Foxglove's /tf."""
+    if path is None:
+        yield None
+        return
+    with atomic_output(path) as temp, open(temp, "wb") as file:
+        recorder = SimRecorder(file, camera_position=tuple(camera.position),
+                               camera_rotation=camera.rotation)
+        yield recorder
+        recorder.finish()
