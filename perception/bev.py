@@ -204,8 +204,8 @@ COLOURS = {"unknown": (40, 40, 40), "road": (70, 70, 70), "drivable": (60, 140, 
 
 def render_bev(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> np.ndarray:
     """BGR picture: unknown dark, seen road grey, drivable green, lanes yellow, obstacles red,
-    the chosen path blue, a metre grid every 5 m (labels every 10 m) and the ego car at the bottom.
-    """
+    the chosen path magenta, a metre grid every 5 m (labels every 10 m), the ego car at the
+    bottom."""
     g = bev.grid
     picture = np.empty((g.rows, g.cols, 3), np.uint8)
     picture[:] = COLOURS["unknown"]

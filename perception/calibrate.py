@@ -117,7 +117,10 @@ def expand(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise CalibrationError(f"{path}: no images in this folder")
+            paths.extend(images)
         else:
             paths.append(path)
     return paths
@@ -134,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     board = parse_board(args.board)
-    if args.square <= 0:
+    if not args.square > 0:  # also refuses nan
         raise CalibrationError(f"--square must be > 0, got {args.square:g}")
     result = calibrate(expand(args.images), board, args.square)
     cam = result.camera

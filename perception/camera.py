@@ -219,27 +219,37 @@ def from_dict(data: object, where: str = "camera") -> CameraModel:
     mount_missing = [k for k in ("x", "y", "z", "roll", "pitch", "yaw") if k not in mount]
     if mount_missing:
         raise CameraError(f"{where}: mount is missing {', '.join(mount_missing)}")
-    try:
-        width, height = data["width"], data["height"]
-        if isinstance(width, bool) or isinstance(height, bool) or \
-                int(width) != width or int(height) != height:
-            raise ValueError("width and height must be whole numbers")
-        K = np.array(data["K"], dtype=object)
-        if K.shape != (3, 3):
-            raise CameraError(f"{where}: K must be a 3x3 list of numbers, got {data['K']!r}")
-        K = K.astype(np.float64)
-        dist = np.array(data["dist"] or [], dtype=np.float64)
-        mount_values = {k: float(mount[k]) for k in ("x", "y", "z", "roll", "pitch", "yaw")}
-    except (TypeError, ValueError) as error:
-        raise CameraError(f"{where}: {error}") from error
-    if K.shape != (3, 3):
-        raise CameraError(f"{where}: K must be a 3x3 list of numbers, got shape {list(K.shape)}")
-    if dist.ndim != 1:
-        raise CameraError(f"{where}: dist must be a flat list of numbers")
+    width, height = data["width"], data["height"]
+    if isinstance(width, bool) or isinstance(height, bool) or not all(
+            isinstance(v, int | float) and float(v).is_integer() for v in (width, height)):
+        raise CameraError(f"{where}: width and height must be whole numbers, got "
+                          f"{width!r} and {height!r}")
+    K = _floats(data["K"])
+    if K is None or K.shape != (3, 3):
+        raise CameraError(f"{where}: K must be a 3x3 list of numbers, got {data['K']!r}")
+    dist = _floats(data["dist"] or [])
+    if dist is None or dist.ndim != 1:
+        raise CameraError(f"{where}: dist must be a flat list of numbers, got {data['dist']!r}")
+    mount_values = {}
+    for key in ("x", "y", "z", "roll", "pitch", "yaw"):
+        value = _floats(mount[key])
+        if value is None or value.ndim != 0 or isinstance(mount[key], bool):
+            raise CameraError(f"{where}: mount.{key} must be a number, got {mount[key]!r}")
+        mount_values[key] = float(value)
     try:
         return CameraModel(int(width), int(height), K, dist, Mount(**mount_values))
     except CameraError as error:
         raise CameraError(f"{where}: {error}") from error
+
+
+def _floats(value: object) -> np.ndarray | None:
+    """`value` as a float64 array; None when it is not numbers (text, ragged lists, None)."""
+    if value is None:
+        return None
+    try:
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
 
 
 def load_camera(path: str | Path) -> CameraModel:
@@ -307,17 +317,23 @@ def read_kitti_calib(path: str | Path, width: int = 1242, height: int = 375) -> 
     return CameraModel(width, height, K, np.zeros(5), Mount.from_rotation(rotation, position))
 
 
+def fov_intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
+    """K of an ideal pinhole (CARLA's cameras): square pixels, principal point at the image
+    centre, f = width / (2 tan(fov / 2)) for the horizontal field of view `fov_deg`."""
+    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
 def carla_camera(width: int, height: int, fov_deg: float, x: float, y: float, z: float,
                  roll: float = 0.0, pitch: float = 0.0, yaw: float = 0.0) -> CameraModel:
     """A CARLA `sensor.camera.rgb` from its attributes and its transform relative to the car.
 
-    CARLA (Unreal) uses x forward, y right, z up and pitch > 0 looking up; our frame has y left
-    and pitch > 0 looking down, so y, roll, pitch and yaw change sign. CARLA's pinhole has no
-    distortion and a horizontal field of view `fov_deg`; pixels are square.
+    CARLA (Unreal) uses x forward, y right, z up, pitch > 0 looking up and yaw > 0 turning right;
+    our frame has y left, pitch > 0 looking down and yaw > 0 turning left, so y, pitch and yaw
+    change sign. Roll keeps its sign: Unreal's roll > 0 is clockwise seen from behind, as ours.
+    CARLA's pinhole has no distortion and a horizontal field of view `fov_deg`; pixels are square.
     """
     if not 0.0 < fov_deg < 180.0:
         raise CameraError(f"CARLA fov must be between 0 and 180 degrees, got {fov_deg:g}")
-    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-    return CameraModel(int(width), int(height), K, np.zeros(5),
-                       Mount(x=x, y=-y, z=z, roll=-roll, pitch=-pitch, yaw=-yaw))
+    return CameraModel(int(width), int(height), fov_intrinsics(width, height, fov_deg), np.zeros(5),
+                       Mount(x=x, y=-y, z=z, roll=roll, pitch=-pitch, yaw=-yaw))

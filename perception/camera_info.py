@@ -17,21 +17,17 @@ class CameraInfo:
     P: list[float]  # 3x4 projection (rectified)
     D: list[float] = field(default_factory=list)  # distortion coefficients
     distortion_model: str = "plumb_bob"
-    frame_id: str = "camera"
-    assumed: bool = False  # True when guessed (`nominal()`), not measured
 
     @classmethod
-    def from_projection(cls, P: list[float], width: int, height: int,
-                        frame_id: str = "camera") -> CameraInfo:
+    def from_projection(cls, P: list[float], width: int, height: int) -> CameraInfo:
         """From a 3x4 projection matrix of a rectified image (KITTI's P2): K is its left 3x3."""
         K = [P[0], P[1], P[2], P[4], P[5], P[6], P[8], P[9], P[10]]
-        return cls(width, height, K=K, P=list(P), D=[0.0] * 5, frame_id=frame_id)
+        return cls(width, height, K=K, P=list(P), D=[0.0] * 5)
 
     @classmethod
-    def nominal(cls, width: int, height: int, frame_id: str = "camera") -> CameraInfo:
+    def nominal(cls, width: int, height: int) -> CameraInfo:
         """A pinhole guess for an uncalibrated camera: focal length = image width (about 53
         degrees horizontal field of view), principal point at the centre, no distortion."""
         f, cx, cy = float(width), width / 2.0, height / 2.0
         return cls(width, height, K=[f, 0, cx, 0, f, cy, 0, 0, 1],
-                   P=[f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], D=[0.0] * 5,
-                   frame_id=frame_id, assumed=True)
+                   P=[f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], D=[0.0] * 5)

@@ -52,7 +52,8 @@ def pure_pursuit_steer(waypoints: np.ndarray, speed: float,
     chord = max(math.hypot(x, y), 1e-3)
     curvature = 2.0 * y / chord**2  # = 2 sin(alpha) / chord, + turns left
     wheel_angle = math.atan(curvature * config.vehicle.wheelbase_m)
-    return float(np.clip(-wheel_angle / math.radians(config.vehicle.max_steer_deg), -1.0, 1.0))
+    steer = -wheel_angle / math.radians(config.vehicle.max_steer_deg)
+    return float(np.clip(steer, -1.0, 1.0)) + 0.0  # + 0.0: straight ahead is 0.0, not -0.0
 
 
 def speed_pid(target: float, speed: float, dt: float, state: PidState,

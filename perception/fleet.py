@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from perception.errors import PerceptionError
-from perception.replay import ReplayOptions, model_names, options_from, replay_log
+from perception.replay import ReplayOptions, check_outputs, model_names, options_from, replay_log
 from perception.report import atomic_output
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,20 +36,18 @@ def main(args: argparse.Namespace) -> int:
     if args.out or args.json or args.video:
         raise PerceptionError("with several logs or --ray, use --out-dir DIR for the outputs "
                               "(DIR/<log>.mcap and DIR/<log>.jsonl)")
-    stems = [log_stem(log) for log in logs]
-    if len(set(stems)) != len(stems):
-        raise PerceptionError(f"two logs share a name, their outputs would collide: {stems}")
     options = options_from(args)
     if options.loop:
         raise PerceptionError("--loop replays one log; it does not combine with several")
-    jobs = [(str(log), job_options(options, args.out_dir, stem))
-            for log, stem in zip(logs, stems, strict=True)]
+    jobs = [(str(log), job_options(options, args.out_dir, log_stem(log))) for log in logs]
     if args.out_dir is not None:
         try:
             args.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise PerceptionError(f"{args.out_dir}: cannot create the folder "
                                   f"({error.strerror})") from None
+        # two logs of one name, or --out-dir the logs' own folder
+        check_outputs(logs, [path for _, job in jobs for path in (job.out, job.json)])
     models = model_names(args.models)
     started = time.perf_counter()
     if address is None:
@@ -79,16 +77,11 @@ def replay_one(log: str, models: list[str], options: ReplayOptions,
                workers: int | None = None) -> dict:
     """Replay one log with a fresh perceiver of `workers` threads (default: one per core); a
     summary dict whatever happens to the log."""
-    from perception.pipeline import Perceiver
-
-    perceiver = Perceiver.from_names(models, workers=workers)
     try:
-        report = replay_log(Path(log), perceiver, options)
+        report = replay_log(Path(log), models, options, workers)
     except PerceptionError as error:
         return {"log": log, "exit_code": 2, "error": str(error), "read": 0, "processed": 0,
                 "dropped": 0, "frames_per_s": 0.0, "wall_s": 0.0}
-    finally:
-        perceiver.close()
     return {"log": log, "worker": f"{socket.gethostname()}:{os.getpid()}",
             "exit_code": report.exit_code, "error": report.error,
             "read": report.read, "processed": report.processed, "dropped": report.dropped,

@@ -11,7 +11,9 @@ Topics (all protobuf Foxglove schemas, except the raw result in JSON):
     /perception/result       JSON (jsonschema)            the FrameResult, as `perception run`
 
 Every message is logged at the frame's own timestamp, so the output lines up with the input log.
-Open with `foxglove_mcap(path)`, which writes to a temporary file and renames it on success.
+The image, calibration and overlay are in the `camera` frame, which /tf places on `base_link`,
+the plan's frame. Open with `foxglove_mcap(path)`, which writes to a temporary file and renames
+it on success. `write_protobuf` and `write_json` add topics of one's own (the simulator does).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
-from perception.camera import CameraModel
+from perception.camera import R_OPTICAL, CameraModel
 from perception.camera_info import CameraInfo
 from perception.frames import Frame
 from perception.overlay import draw_result
@@ -64,10 +66,9 @@ RESULT_TOPIC = "/perception/result"
 CAMERA_FRAME = "camera"
 VEHICLE_FRAME = "base_link"
 # Nominal camera mount, used when no camera model is given: 1.5 m above the vehicle origin,
-# looking straight ahead. The rotation's columns are the optical axes (x right, y down,
-# z forward) in the vehicle frame (x forward, y left, z up).
+# looking straight ahead (rotation R_OPTICAL: optical axes x right, y down, z forward).
 NOMINAL_POSITION = (0.0, 0.0, 1.5)
-OPTICAL_TO_VEHICLE = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+RESULT_SCHEMA = json.dumps(FrameResult.model_json_schema(mode="serialization"))
 
 BOX_COLOR = Color(r=1.0, g=0.63, b=0.0, a=1.0)
 LANE_COLOR = Color(r=1.0, g=0.0, b=0.0, a=1.0)
@@ -91,42 +92,58 @@ class FoxgloveWriter:
         the car for /tf (else a nominal mount); `default_camera_info` is written for frames
         without a calibration of their own (else a nominal pinhole)."""
         position = camera_position if camera_position is not None else NOMINAL_POSITION
-        rotation = camera_rotation if camera_rotation is not None else OPTICAL_TO_VEHICLE
+        rotation = camera_rotation if camera_rotation is not None else R_OPTICAL
         self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
                        quaternion(rotation))
         self._default_info = default_camera_info
         self.counts: dict[str, int] = {}  # messages written per topic
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
-        self._channels: dict[str, int] = {}
-        self._result_channel = self._mcap.register_channel(
-            RESULT_TOPIC, "json", self._mcap.register_schema(
-                "perception.FrameResult", "jsonschema",
-                json.dumps(FrameResult.model_json_schema(mode="serialization")).encode()))
+        self._schemas: dict[str, int] = {}  # schema name -> id
+        self._channels: dict[str, int] = {}  # topic -> channel id
 
     def write(self, frame: Frame, result: FrameResult | None = None) -> None:
         """The frame, its calibration and camera mount; with a result, everything else too."""
-        ns = int(round(frame.timestamp * 1e9))
+        ns = log_time_ns(frame.timestamp)
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
         info = frame.meta.get("camera_info") or self._camera_info(frame)
-        self._put(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
-        self._put(IMAGE_TOPIC, ns, camera_image(frame, stamp))
-        self._put(TF_TOPIC, ns, FrameTransform(
+        self.write_protobuf(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
+        self.write_protobuf(IMAGE_TOPIC, ns, camera_image(frame, stamp))
+        self.write_protobuf(TF_TOPIC, ns, FrameTransform(
             timestamp=stamp, parent_frame_id=VEHICLE_FRAME, child_frame_id=CAMERA_FRAME,
             translation=self._mount[0], rotation=self._mount[1]))
         if result is None:
             return
-        self._put(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
+        self.write_protobuf(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
         if result.drivable is not None or result.lanes is not None:
             masks_only = result.model_copy(update={"detections": []})  # boxes: annotations
-            self._put(OVERLAY_TOPIC, ns, CompressedImage(
+            self.write_protobuf(OVERLAY_TOPIC, ns, CompressedImage(
                 timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
                 data=jpeg(draw_result(frame.image, masks_only))))
         if result.plan is not None:
-            self._put(PLAN_TOPIC, ns, scene(result.plan, stamp))
-        self._mcap.add_message(self._result_channel, log_time=ns, publish_time=ns,
-                               data=json.dumps(result.model_dump(mode="json")).encode())
-        self.counts[RESULT_TOPIC] = self.counts.get(RESULT_TOPIC, 0) + 1
+            self.write_protobuf(PLAN_TOPIC, ns, scene(result.plan, stamp))
+        self.write_json(RESULT_TOPIC, ns, result.model_dump(mode="json"),
+                        schema_name="perception.FrameResult", schema=RESULT_SCHEMA)
+
+    def write_protobuf(self, topic: str, log_time: int, message: Any) -> None:
+        """A protobuf message (a Foxglove schema) on `topic` at `log_time` ns."""
+        if topic not in self._channels:
+            name = message.DESCRIPTOR.full_name
+            if name not in self._schemas:  # one schema per type, shared by its topics
+                self._schemas[name] = register_schema(self._mcap, type(message))
+            self._channels[topic] = self._mcap.register_channel(topic, "protobuf",
+                                                                self._schemas[name])
+        self._add(topic, log_time, message.SerializeToString())
+
+    def write_json(self, topic: str, log_time: int, payload: Any, schema_name: str | None = None,
+                   schema: str = '{"type": "object"}') -> None:
+        """A JSON value on `topic` at `log_time` ns. The topic's first message registers its JSON
+        schema, named `schema_name` (default: the topic with dots, /sim/state -> sim.state)."""
+        if topic not in self._channels:
+            schema_id = self._mcap.register_schema(
+                schema_name or topic.strip("/").replace("/", "."), "jsonschema", schema.encode())
+            self._channels[topic] = self._mcap.register_channel(topic, "json", schema_id)
+        self._add(topic, log_time, json.dumps(payload, separators=(",", ":")).encode())
 
     def finish(self) -> None:
         self._mcap.finish()
@@ -137,12 +154,9 @@ class FoxgloveWriter:
             return CameraInfo.nominal(frame.width, frame.height)
         return info
 
-    def _put(self, topic: str, ns: int, message: Any) -> None:
-        if topic not in self._channels:
-            schema_id = register_schema(self._mcap, type(message))
-            self._channels[topic] = self._mcap.register_channel(topic, "protobuf", schema_id)
-        self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
-                               data=message.SerializeToString())
+    def _add(self, topic: str, log_time: int, data: bytes) -> None:
+        self._mcap.add_message(self._channels[topic], log_time=log_time, publish_time=log_time,
+                               data=data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
 
@@ -165,8 +179,12 @@ def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
 def camera_info_of_model(camera: CameraModel) -> CameraInfo:
     K = camera.K.reshape(-1).tolist()
     return CameraInfo(camera.width, camera.height, K=K,
-                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist(),
-                      frame_id=CAMERA_FRAME)
+                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist())
+
+
+def log_time_ns(timestamp: float) -> int:
+    """A frame's timestamp (s) as an MCAP log time (ns)."""
+    return int(round(timestamp * 1e9))
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -233,10 +251,9 @@ def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
 
 
 def quaternion(rotation: np.ndarray) -> Quaternion:
-    """A 3x3 rotation matrix as a unit quaternion."""
-    r = np.asarray(rotation, dtype=float)
-    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
-    return Quaternion(x=x, y=y, z=z, w=w)
+    """A 3x3 rotation matrix as a unit quaternion, through OpenCV's axis-angle (exact at 180
+    degrees too, where sign-from-off-diagonal formulas fail)."""
+    rvec, _ = cv2.Rodrigues(np.asarray(rotation, dtype=np.float64))
+    angle = float(np.linalg.norm(rvec))
+    x, y, z = (rvec.ravel() / angle * math.sin(angle / 2)) if angle > 0 else (0.0, 0.0, 0.0)
+    return Quaternion(x=float(x), y=float(y), z=float(z), w=math.cos(angle / 2))

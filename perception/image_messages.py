@@ -8,6 +8,7 @@ it. The MCAP and rosbag readers share these; `kind` is the message type name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import cv2
@@ -35,7 +36,7 @@ class DecodedImage:
     image: np.ndarray  # BGR uint8
     stamp_ns: int  # the message's header stamp, 0 when unset
     frame_id: str
-    compressed: tuple[str, bytes] | None  # (format, bytes) of a JPEG/PNG message
+    compressed: tuple[str, bytes] | None  # (format, bytes) of a JPEG/PNG/WebP message
 
 
 def deserialize(kind: str, data: bytes) -> Any:
@@ -49,7 +50,7 @@ def image_of(kind: str, message: Any) -> DecodedImage:
     if kind == "foxglove.CompressedImage":
         return DecodedImage(decode_image(message.data, f"{message.format or 'compressed'} image"),
                             _stamp_ns(message.timestamp), message.frame_id,
-                            (message.format, message.data))
+                            _compressed(message.data))
     if kind == "foxglove.RawImage":
         return DecodedImage(raw_to_bgr(message.data, message.width, message.height,
                                        message.encoding, message.step),
@@ -57,10 +58,8 @@ def image_of(kind: str, message: Any) -> DecodedImage:
     stamp, frame_id = _stamp_ns(message.header.stamp), message.header.frame_id
     if kind == "sensor_msgs/msg/CompressedImage":
         data = bytes(message.data)
-        # ROS formats look like "jpeg" or "bgr8; jpeg compressed bgr8"
-        image_format = message.format.split(";")[-1].split()[0] if message.format else "jpeg"
         return DecodedImage(decode_image(data, f"{message.format or 'compressed'} image"),
-                            stamp, frame_id, (image_format, data))
+                            stamp, frame_id, _compressed(data))
     return DecodedImage(raw_to_bgr(bytes(message.data), message.width, message.height,
                                    message.encoding, message.step, bool(message.is_bigendian)),
                         stamp, frame_id, None)
@@ -69,12 +68,10 @@ def image_of(kind: str, message: Any) -> DecodedImage:
 def camera_info_of(kind: str, message: Any) -> CameraInfo:
     if kind == "foxglove.CameraCalibration":
         return CameraInfo(message.width, message.height, K=list(message.K), P=list(message.P),
-                          D=list(message.D), distortion_model=message.distortion_model,
-                          frame_id=message.frame_id)
+                          D=list(message.D), distortion_model=message.distortion_model)
     return CameraInfo(int(message.width), int(message.height), K=message.k.tolist(),
                       P=message.p.tolist(), D=message.d.tolist(),
-                      distortion_model=message.distortion_model,
-                      frame_id=message.header.frame_id)
+                      distortion_model=message.distortion_model)
 
 
 def raw_to_bgr(data: bytes, width: int, height: int, encoding: str, step: int,
@@ -97,6 +94,19 @@ def raw_to_bgr(data: bytes, width: int, height: int, encoding: str, step: int,
     return cv2.cvtColor(image, TO_BGR[encoding]) if encoding in TO_BGR else image.copy()
 
 
+def _compressed(data: bytes) -> tuple[str, bytes] | None:
+    """(format, data) for the image formats Foxglove shows, told by their magic bytes (the
+    messages' own `format` strings vary: "jpeg", "bgr8; jpeg compressed bgr8", ""); None for
+    others (BMP, TIFF), which writers re-encode."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg", data
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png", data
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", data
+    return None
+
+
 def _stamp_ns(stamp: Any) -> int:
     """ns from a protobuf Timestamp (seconds, nanos) or a ROS Time (sec, nanosec)."""
     if hasattr(stamp, "seconds"):
@@ -104,13 +114,9 @@ def _stamp_ns(stamp: Any) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-_TYPESTORE = None
-
-
+@cache
 def ros_typestore() -> Any:
     """The ROS 2 Humble message definitions shipped with rosbags (built once)."""
-    global _TYPESTORE
-    if _TYPESTORE is None:
-        from rosbags.typesys import Stores, get_typestore
-        _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
-    return _TYPESTORE
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)

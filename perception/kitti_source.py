@@ -72,9 +72,11 @@ def _object_frames(path: Path, start: float | None, end: float | None) -> Iterat
         meta = {"topic": "image_2", "log_time_ns": int(timestamp * 1e9), "frame_id": "image_2"}
         calib = path / "calib" / f"{image_path.stem}.txt"
         if calib.is_file():
-            P2 = read_calibration(calib)["P2"]
-            meta["camera_info"] = CameraInfo.from_projection(P2, image.shape[1], image.shape[0],
-                                                             frame_id="image_2")
+            P2 = read_calibration(calib).get("P2")
+            if P2 is None or len(P2) != 12:
+                raise CorruptRecordError(f"image_2 frame {index}: {calib}: needs a P2 line of "
+                                         "12 numbers")
+            meta["camera_info"] = CameraInfo.from_projection(P2, image.shape[1], image.shape[0])
         yield Frame(image, timestamp=timestamp, index=index, source=str(image_path),
                     name=image_path.stem, meta=meta)
 
@@ -86,8 +88,11 @@ def _raw_frames(path: Path, camera: str, start: float | None,
         raise SourceError(f"{path / camera / 'data'}: no .png images")
     stamps_file = path / camera / "timestamps.txt"
     if stamps_file.is_file():
-        stamps = [parse_timestamp(line) for line in stamps_file.read_text().splitlines()
-                  if line.strip()]
+        try:
+            stamps = [parse_timestamp(line) for line in stamps_file.read_text().splitlines()
+                      if line.strip()]
+        except ValueError as error:
+            raise SourceError(f"{stamps_file}: not a KITTI timestamp ({error})") from None
         if len(stamps) < len(images):
             raise SourceError(f"{stamps_file}: {len(stamps)} timestamps for {len(images)} "
                               "images")
@@ -122,9 +127,10 @@ def _raw_camera_info(drive: Path, camera: str) -> CameraInfo | None:
     values = read_calibration(calib)
     number = camera[-2:]
     P, size = values.get(f"P_rect_{number}"), values.get(f"S_rect_{number}")
-    if P is None or size is None:
-        raise SourceError(f"{calib}: no P_rect_{number} / S_rect_{number} for {camera}")
-    return CameraInfo.from_projection(P, int(size[0]), int(size[1]), frame_id=camera)
+    if P is None or len(P) != 12 or size is None or len(size) != 2:
+        raise SourceError(f"{calib}: needs P_rect_{number} (12 numbers) and S_rect_{number} "
+                          f"(2 numbers) for {camera}")
+    return CameraInfo.from_projection(P, int(size[0]), int(size[1]))
 
 
 def read_calibration(path: Path) -> dict[str, list[float]]:

@@ -34,6 +34,8 @@ from perception.frames import (
 )
 from perception.image_messages import IMAGE_TYPES
 
+EXIT_PARTIAL = 3  # the exit code of a command whose log broke part-way (its frames before stand)
+
 
 class CorruptRecordError(SourceError):
     """A log broke part-way: the frames before the bad record were read, nothing after."""
@@ -60,25 +62,30 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
         from perception.kitti_source import is_kitti, kitti_frames
         if is_kitti(path):
             return kitti_frames(path, topic, start, end)
-        return within(folder_frames(path), start, end)
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return within(video_frames(path), start, end)
-    if suffix in IMAGE_SUFFIXES:
-        return image_file_frames(path)
-    raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
-                      ".db3, a .bag, a KITTI folder, a video or an image folder)")
+        frames = folder_frames(path)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        frames = video_frames(path)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        frames = image_file_frames(path)
+    else:
+        raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
+                          ".db3, a .bag, a KITTI folder, a video or an image folder)")
+    if topic is not None:
+        raise SourceError(f"{path}: a video or image folder has no topics (asked for {topic})")
+    return within(frames, start, end)
 
 
 def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
     """How many frames `open_log(path, topic)` yields without a time range, where the log says
     so cheaply (an MCAP summary, a bag's metadata, a folder listing); for progress bars."""
     path = Path(path)
+    if path.is_file() and (path.suffix == ".db3" or path.name == "metadata.yaml"):
+        path = path.parent
     try:
         if path.is_file() and path.suffix == ".mcap":
             from perception.mcap_source import mcap_topic_counts
             counts = mcap_topic_counts(path)
-        elif path.is_dir() and (path / "metadata.yaml").is_file():
+        elif path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file()):
             from perception.rosbag_source import rosbag_topic_counts
             counts = rosbag_topic_counts(path)
         elif path.is_dir():
@@ -98,16 +105,23 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
 
 
 def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:
-    """The frames whose time since the first frame lies in [start, end)."""
+    """The frames of a video, image folder or image whose time since the first frame lies in
+    [start, end). A `SourceError` after the first frame (an image of the folder that does not
+    decode) is a `CorruptRecordError`: the frames before it stand."""
     first = None
-    for frame in frames:
-        first = frame.timestamp if first is None else first
-        since = frame.timestamp - first
-        if start is not None and since < start:
-            continue
-        if end is not None and since >= end:
-            return
-        yield frame
+    try:
+        for frame in frames:
+            first = frame.timestamp if first is None else first
+            since = frame.timestamp - first
+            if start is not None and since < start:
+                continue
+            if end is not None and since >= end:
+                return
+            yield frame
+    except SourceError as error:
+        if first is None:
+            raise
+        raise CorruptRecordError(str(error)) from None
 
 
 def choose_topic(log: Path, images: dict[str, str], others: dict[str, str],

@@ -22,6 +22,7 @@ from perception.frames import Frame, SourceError
 from perception.image_messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
+    PROTOBUF_TYPES,
     camera_info_of,
     deserialize,
     image_of,
@@ -101,19 +102,22 @@ def _frames(path: Path, topic: str, calibration: str | None, start_ns: int | Non
     camera_info: CameraInfo | None = None
     index = 0
     last = "before the first image"
+    container = 0  # byte offset of the top-level record (often a chunk) holding `record`
     with open(path, "rb") as file:
         records = iter(StreamReader(file, validate_crcs=True).records)
         while True:
+            offset = file.tell()
             try:
                 record = next(records)
             except StopIteration:
                 return
             except Exception as error:  # truncated or corrupt: keep what came before
-                detail = "the file ends inside a record (truncated)" \
+                detail = f"the file ends inside it at byte {file.tell()} (truncated)" \
                     if isinstance(error, EndOfFile) else f"{type(error).__name__}: {error}"
-                raise CorruptRecordError(
-                    f"{path}: corrupt record near byte offset {file.tell()} ({last}): "
-                    f"{detail}") from None
+                raise CorruptRecordError(f"{path}: corrupt record at byte offset {offset} "
+                                         f"({last}): {detail}") from None
+            if file.tell() != offset:  # read from the file, not from a chunk read before
+                container = offset
             if isinstance(record, Schema):
                 schemas[record.id] = record
             elif isinstance(record, Channel):
@@ -131,12 +135,16 @@ def _frames(path: Path, topic: str, calibration: str | None, start_ns: int | Non
                     continue
                 if channel.topic != topic:
                     continue
-                where = (f"{topic} message {index} at log time {record.log_time / 1e9:.6f} s "
-                         f"(near byte offset {file.tell()})")
+                encoding = "protobuf" if kind in PROTOBUF_TYPES else "cdr"
+                if channel.message_encoding != encoding:
+                    raise SourceError(f"{path}: {topic} holds {channel.message_encoding}-encoded "
+                                      f"{kind} messages; only {encoding} is read")
                 if start is not None and since < start:
                     continue
                 if end is not None and since >= end:
                     return
+                where = (f"{topic} message {index} at log time {record.log_time / 1e9:.6f} s "
+                         f"(in the record at byte offset {container})")
                 try:
                     decoded = image_of(kind, deserialize(kind, record.data))
                 except Exception as error:

@@ -30,6 +30,8 @@ import numpy as np
 from perception.bev import BevGrid, BirdsEye, birdseye
 from perception.camera import CameraModel
 from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.errors import PerceptionError
+from perception.modelspec import ModelSpec
 from perception.results import Control, FrameResult, Plan, PlanObstacle
 
 
@@ -56,6 +58,7 @@ class PlannerConfig:
     lane_halo_m: float = 0.2  # lane lines count this much wider on each side
     centre_cap_m: float = 1.8  # clearance beyond this earns nothing more
     centre_decay_m: float = 10.0  # centring weighs a point by exp(-x / this)
+    side_window_m: float = 4.0  # centring counts a point only if bounded this near on both sides
     w_length: float = 3.0
     w_lane: float = 3.0
     w_centre: float = 4.0
@@ -92,6 +95,7 @@ class CostGrid:
     obstacle: np.ndarray  # bool: grown obstacle footprints
     lane: np.ndarray  # bool: lane-line cells
     clearance_m: np.ndarray  # float: distance to the nearest non-free or lane cell
+    boxed: np.ndarray  # bool: a non-free or lane cell within side_window_m left and right
     start_x: float  # the road is taken as free up to here (under the hood / below the image)
 
 
@@ -103,6 +107,20 @@ class Candidate:
     free_length_m: float
     blocked_by: str | None  # obstacle label, "edge" (no drivable road), None (end of view)
     score: float
+
+
+def detects_road_users(specs: list[ModelSpec]) -> bool:
+    """Whether a set of models can be planned on, and whether it detects road users.
+
+    Without a segmentation model there is no drivable area and every plan would be a safe
+    stop: a PerceptionError, before anything runs. Without a detector, plans are `degraded`.
+    """
+    tasks = {spec.task for spec in specs}
+    if not tasks & {"segmentation", "multitask"}:
+        names = ", ".join(spec.name for spec in specs) or "none"
+        raise PerceptionError(f"planning needs a segmentation model for the drivable area "
+                              f"(e.g. twinlitenet); the models are: {names}")
+    return bool(tasks & {"detection", "multitask"})
 
 
 # --- fail-safe ---------------------------------------------------------------------------------
@@ -145,6 +163,7 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
     free = drivable & (obstacle == 0)
     open_space = (free & ~lane).astype(np.uint8)
     clearance = cv2.distanceTransform(open_space, cv2.DIST_L2, 5) * r
+    boxed = bounded_both_sides(open_space == 0, int(round(config.side_window_m / r)))
 
     # Where does the road start? The first rows ahead of the car may be hidden by the hood or
     # below the image: take the first seen row whose centre strip is mostly drivable.
@@ -159,7 +178,22 @@ def cost_grid(bev: BirdsEye, config: PlannerConfig) -> CostGrid | None:
     if len(road_rows) == 0:
         return None
     start_x = float(x_rows[road_rows.max()] + r / 2)  # far edge of that row
-    return CostGrid(free, obstacle > 0, lane, clearance, start_x)
+    return CostGrid(free, obstacle > 0, lane, clearance, boxed, start_x)
+
+
+def bounded_both_sides(bounded: np.ndarray, window: int) -> np.ndarray:
+    """Cells with a bounded cell within `window` columns on their left and on their right.
+
+    Centring is judged only there: in the gap of a broken lane line the nearest bound on that
+    side is the far edge of the next lane, and counting such rows pulls the path toward the
+    broken line (0.2 m off-centre in the CARLA fake before this).
+    """
+    cols = bounded.shape[1]
+    before = np.pad(np.cumsum(bounded, axis=1), ((0, 0), (1, 0)))  # before[:, k]: in cols < k
+    c = np.arange(cols)
+    left = before[:, c] - before[:, np.maximum(c - window, 0)]
+    right = before[:, np.minimum(c + 1 + window, cols)] - before[:, c + 1]
+    return (left > 0) & (right > 0)
 
 
 @dataclass(frozen=True)
@@ -208,7 +242,9 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
     s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
     n = len(s)
     assumed = x < cost.start_x
-    ok = assumed | (inside & cost.free[rows, cols])
+    # The unseen road under the hood is taken as free, but never where a road user stands.
+    on_obstacle = inside & cost.obstacle[rows, cols]
+    ok = (assumed & ~on_obstacle) | (inside & cost.free[rows, cols])
     first_block = np.where((~ok).any(axis=1), (~ok).argmax(axis=1), n)
     before = np.arange(n)[None, :] < first_block[:, None]
     free_length = np.where(first_block > 0, s[np.maximum(first_block - 1, 0)], 0.0)
@@ -216,7 +252,8 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
 
     judged = before & ~assumed
     lane_points = (judged & cost.lane[rows, cols]).sum(axis=1)
-    near = judged * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
+    centred = judged & cost.boxed[rows, cols]
+    near = centred * np.exp(-s / config.centre_decay_m)[None, :]  # the near road matters most
     centring = (near * np.minimum(cost.clearance_m[rows, cols], config.centre_cap_m)).sum(
         axis=1) / np.maximum(near.sum(axis=1), 1e-9) / config.centre_cap_m
     peak_curvature = np.abs(paths.curvature).max(axis=1)
@@ -345,7 +382,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     if result is None:
         return safe_stop(["no perception result"], state, now, dt, config)
     age = now - result.timestamp
-    if age > config.deadline_s:
+    if not age <= config.deadline_s:  # `not <=`: a NaN timestamp is stale too, never fresh
         return safe_stop([f"perception is stale: {age:.2f} s old (deadline "
                           f"{config.deadline_s:.2f} s)"], state, now, dt, config)
     if result.drivable is None:

@@ -3,6 +3,9 @@
 The log holds `foxglove.CompressedImage` on /camera/image and `foxglove.CameraCalibration` on
 /camera/calibration (KITTI's own calibration, else the `--calibration` camera file, else a
 nominal pinhole), so it opens in Foxglove and replays with `perception replay LOG.mcap`.
+
+Exit codes: 0 recorded; 2 nothing to record (no file written); 3 the source broke part-way (an
+image of a KITTI folder that does not decode): the frames before it are in the log.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from tqdm import tqdm
 from perception.camera import load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import foxglove_mcap
-from perception.frames import camera_frames, video_frames
+from perception.frames import SourceError, camera_frames, video_frames
+from perception.log_sources import EXIT_PARTIAL, CorruptRecordError
 from perception.report import writable
 
 
@@ -38,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise PerceptionError(f"--duration must be positive, got {args.duration}")
+    if args.out.suffix != ".mcap":  # replay tells a log's kind by its name
+        raise PerceptionError(f"--out {args.out}: an MCAP log's name ends in .mcap")
     if args.camera is not None:
         frames = camera_frames(args.camera)
     elif args.video is not None:
@@ -47,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
         frames = kitti_frames(args.kitti)
     camera = load_camera(args.calibration) if args.calibration is not None else None
     written = 0
+    broken: CorruptRecordError | None = None
     with foxglove_mcap(writable(args.out), camera=camera) as writer:
         first = None
         try:
@@ -58,8 +65,13 @@ def main(args: argparse.Namespace) -> int:
                 written += 1
         except KeyboardInterrupt:  # the way to stop a camera: keep what was recorded
             pass
+        except CorruptRecordError as error:  # keep the frames before the broken one
+            broken = error
         if written == 0:
-            raise PerceptionError(f"nothing recorded: the source gave no frames; {args.out} "
-                                  "was not written")
+            raise SourceError(f"nothing recorded: {broken or 'the source gave no frames'}; "
+                              f"{args.out} was not written")
     print(f"recorded {written} frames to {args.out}", file=sys.stderr)
+    if broken is not None:
+        print(f"perception: error: stopped early: {broken}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0

@@ -12,6 +12,9 @@ arrived is a deadline miss.
 `--plan --camera CAMERA.yaml` plans every processed frame (as `perception run --plan`);
 `--ray [ADDRESS] LOGS...` hands many logs to perception/fleet.py.
 
+The log is opened and its first frame read before the models load, so a wrong path, topic
+or time range fails at once.
+
 Exit codes: 0 done; 2 the log is unusable (nothing written); 3 the log broke part-way (a
 truncated or corrupt record, an image that does not decode): the frames before it were
 processed and the outputs hold them; 130 interrupted with Ctrl-C (outputs kept, 0 with --loop).
@@ -20,6 +23,7 @@ processed and the outputs hold them; 130 interrupted with Ctrl-C (outputs kept, 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -29,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import cv2
 from tqdm import tqdm
 
 from perception.bev import draw_path
@@ -37,16 +40,22 @@ from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
 from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
-from perception.log_sources import CorruptRecordError, count_log_frames, open_log
+from perception.log_sources import EXIT_PARTIAL, CorruptRecordError, count_log_frames, open_log
 from perception.overlay import draw_result
 from perception.pacer import Pacer
 from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
-from perception.report import atomic_output, jsonl_line, stage_stats, summary_table, writable
+from perception.report import (
+    VideoOutput,
+    atomic_output,
+    jsonl_line,
+    stage_stats,
+    summary_table,
+    writable,
+)
 from perception.results import FrameResult
 from perception.run import DEFAULT_MODELS
 
-EXIT_PARTIAL = 3  # the log broke part-way; the frames before the break were processed
 EXIT_INTERRUPTED = 130
 
 
@@ -137,16 +146,16 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--out-dir is for several logs or --ray; for one log use --out, "
                               "--json and --video")
     options = options_from(args)
-    perceiver = Perceiver.from_names(model_names(args.models))
-    try:
-        report = replay_log(args.logs[0], perceiver, options)
-    finally:
-        perceiver.close()
+    check_outputs(args.logs, [options.out, options.json, options.video])
+    report = replay_log(args.logs[0], model_names(args.models), options)
     print(report.table(paced=options.rate is not None), file=sys.stderr)
     if report.error:
         print(f"perception: error: stopped early: {report.error}", file=sys.stderr)
-    if report.interrupted and options.loop:
-        return 0
+    if report.interrupted:
+        print(f"perception: interrupted after {report.processed} frames; outputs kept",
+              file=sys.stderr)
+        if options.loop:
+            return 0
     return report.exit_code
 
 
@@ -162,12 +171,20 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
     if args.plan and args.camera is None:
         raise PerceptionError("--plan needs --camera CAMERA.yaml (see perception/cameras/)")
     camera = load_camera(args.camera) if args.plan else None
-    for path in (args.out, args.json, args.video):
-        if path is not None:
-            writable(path)
     return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
                          loop=args.loop, out=args.out, json=args.json, video=args.video,
                          camera=camera)
+
+
+def check_outputs(logs: list[Path], outputs: list[Path | None]) -> None:
+    """Each output a writable file of its own, none of them a log being replayed (which the
+    final rename would overwrite)."""
+    paths = [writable(path).resolve() for path in outputs if path is not None]
+    if len(set(paths)) != len(paths):
+        raise PerceptionError(f"two outputs share a file name: {', '.join(map(str, paths))}")
+    for log in logs:
+        if log.resolve() in paths:
+            raise PerceptionError(f"{log}: an output would overwrite this log")
 
 
 def model_names(models: str) -> list[str]:
@@ -177,21 +194,24 @@ def model_names(models: str) -> list[str]:
     return names
 
 
-def replay_log(log: Path, perceiver: Perceiver, options: ReplayOptions) -> ReplayReport:
-    """Perceive one log and write the outputs asked for. Raises SourceError if the log is
-    unusable (before anything is written); a break part-way ends up in `report.error`."""
-    source = UntilBroken(log_frames(log, options))  # checks the log and topic now
+def replay_log(log: Path, models: list[str], options: ReplayOptions,
+               workers: int | None = None) -> ReplayReport:
+    """Perceive one log with `models` (on `workers` threads, default one per core) and write
+    the outputs asked for. Raises SourceError if the log is unusable (before the models load
+    and anything is written); a break part-way ends up in `report.error`."""
+    source = UntilBroken(log_frames(log, options))
     report = ReplayReport(log=str(log))
-    planner = Planner(options.camera, perceiver, options.rate) if options.camera else None
-    pacer = Pacer(source, options.rate) if options.rate is not None else None
-    started = time.perf_counter()
     with ExitStack() as stack:
+        perceiver = stack.enter_context(Perceiver.from_names(models, workers=workers))
+        planner = Planner(options.camera, perceiver, options.rate) if options.camera else None
         outputs = Outputs(stack, options)
         whole_log = options.start is None and options.end is None and not options.loop
         total = count_log_frames(log, options.topic) if whole_log and options.progress else None
         # disable=None: a bar only on a terminal
         bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
                                        disable=None if options.progress else True))
+        started = time.perf_counter()
+        pacer = Pacer(source, options.rate) if options.rate is not None else None
         try:
             for frame, result, timings in perceived(perceiver, source, pacer, report):
                 if planner is not None:
@@ -207,10 +227,6 @@ def replay_log(log: Path, perceiver: Perceiver, options: ReplayOptions) -> Repla
         finally:
             if pacer is not None:
                 pacer.close()
-        if source.error is not None and report.processed == 0:
-            raise SourceError(f"{source.error} (no frame before it)")
-        if report.processed == 0 and not report.interrupted:
-            raise SourceError(f"{log}: no frames in the selected topic and time range")
         report.error = str(source.error) if source.error is not None else None
         report.wall_s = time.perf_counter() - started
         report.read = pacer.arrived if pacer is not None else report.processed
@@ -275,8 +291,16 @@ class UntilBroken:
 
 
 def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
-    """The log's frames, over and over with --loop (times shifted to keep increasing)."""
-    first_pass = open_log(log, options.topic, options.start, options.end)
+    """The log's frames, over and over with --loop (times shifted to keep increasing). The
+    first frame is read now: a log without one in range is unusable."""
+    frames = open_log(log, options.topic, options.start, options.end)
+    try:
+        head = next(frames)
+    except StopIteration:
+        raise SourceError(f"{log}: no frames in the selected topic and time range") from None
+    except CorruptRecordError as error:
+        raise SourceError(f"{error} (no frame before it)") from None
+    first_pass = itertools.chain([head], frames)
 
     def passes() -> Iterator[Frame]:
         frames, offset = first_pass, 0.0
@@ -347,47 +371,3 @@ class Outputs:
             if result.plan is not None and self.camera is not None:
                 draw_path(image, self.camera, result.plan.waypoints)
             self.video.write(frame.timestamp, image)
-
-
-class VideoOutput:
-    """An mp4v video of the rendered frames. It opens at the second frame, whose distance from
-    the first gives the frame rate; every frame is resized to the first frame's size."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.writer: cv2.VideoWriter | None = None
-        self.pending: tuple[float, object] | None = None
-
-    def write(self, timestamp: float, image) -> None:
-        if self.writer is None and self.pending is None:
-            self.pending = (timestamp, image)
-            return
-        if self.writer is None:
-            first_time, first_image = self.pending
-            self._open(timestamp - first_time, first_image)
-        self._put(image)
-
-    def finish(self) -> None:
-        if self.writer is None and self.pending is not None:
-            self._open(0.1, self.pending[1])
-        self.release()
-
-    def release(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-
-    def _open(self, gap: float, first_image) -> None:
-        fps = min(120.0, max(1.0, 1.0 / gap)) if gap > 0 else 10.0
-        height, width = first_image.shape[:2]
-        self.size = (width, height)
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                      self.size)
-        if not self.writer.isOpened():
-            raise PerceptionError(f"{self.path}: OpenCV cannot write an mp4v video here")
-        self._put(first_image)
-        self.pending = None
-
-    def _put(self, image) -> None:
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size)
-        self.writer.write(image)

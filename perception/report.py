@@ -1,8 +1,9 @@
-"""What commands leave behind: atomically written output files, JSON Lines results, and the
-end-of-run summary table of frame counts and per-stage latencies.
+"""What commands leave behind: atomically written output files, annotated videos, JSON Lines
+results, and the end-of-run summary table of frame counts and per-stage latencies.
 
-Shared by `perception run` and `perception replay` so both write the same JSONL (one
-`FrameResult.model_dump(mode="json")` per line) and print the same table.
+Shared by `perception run`, `replay` and `record` (and the simulator's recorder) so all write
+files the same way, the same JSONL (one `FrameResult.model_dump(mode="json")` per line) and
+print the same table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from perception.errors import PerceptionError
@@ -45,9 +47,60 @@ def writable(path: Path) -> Path:
     return path
 
 
+class VideoOutput:
+    """An mp4v video (the OpenCV wheels carry no H.264 encoder) of rendered frames. It opens at
+    the second frame, whose distance from the first gives the frame rate; every frame is resized
+    to the first frame's size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: cv2.VideoWriter | None = None
+        self.size = (0, 0)
+        self.first: tuple[float, np.ndarray] | None = None  # (timestamp, image) until opened
+
+    def write(self, timestamp: float, image: np.ndarray) -> None:
+        if self.writer is None and self.first is None:
+            self.first = (timestamp, image)
+            return
+        if self.writer is None:
+            self._open(timestamp - self.first[0])
+        self._put(image)
+
+    def finish(self) -> None:
+        """Write a lone first frame, then close the file."""
+        if self.writer is None and self.first is not None:
+            self._open(0.0)
+        self.release()
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+    def _open(self, gap_s: float) -> None:
+        fps = min(120.0, max(1.0, 1.0 / gap_s)) if gap_s > 0 else 10.0
+        first_image = self.first[1]
+        self.size = (first_image.shape[1], first_image.shape[0])
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), fps,
+                                      self.size)
+        if not self.writer.isOpened():
+            raise PerceptionError(f"{self.path}: OpenCV cannot write an mp4v video here")
+        self._put(first_image)
+        self.first = None
+
+    def _put(self, image: np.ndarray) -> None:
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size)
+        self.writer.write(image)
+
+
+def result_json(result: FrameResult) -> str:
+    """One result as compact JSON, as `perception run --json` writes it."""
+    return json.dumps(result.model_dump(mode="json"), separators=(",", ":"))
+
+
 def jsonl_line(result: FrameResult) -> str:
     """One result as a JSON Lines line (newline included)."""
-    return json.dumps(result.model_dump(mode="json"), separators=(",", ":")) + "\n"
+    return result_json(result) + "\n"
 
 
 def stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:

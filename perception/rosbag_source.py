@@ -16,8 +16,13 @@ from typing import Any
 from rosbags.highlevel import AnyReader
 
 from perception.frames import Frame, SourceError
-from perception.image_messages import CALIBRATION_TYPES, IMAGE_TYPES, camera_info_of, image_of
-from perception.image_messages import ros_typestore as typestore
+from perception.image_messages import (
+    CALIBRATION_TYPES,
+    IMAGE_TYPES,
+    camera_info_of,
+    image_of,
+    ros_typestore,
+)
 from perception.log_sources import CorruptRecordError, calibration_topic, choose_topic
 
 
@@ -25,7 +30,7 @@ def rosbag_frames(path: Path, topic: str | None = None, start: float | None = No
                   end: float | None = None) -> Iterator[Frame]:
     """Open the bag and check the topic now; return the frames lazily."""
     try:
-        reader = AnyReader([path], default_typestore=typestore())
+        reader = AnyReader([path], default_typestore=ros_typestore())
         reader.open()
     except Exception as error:
         recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
@@ -90,6 +95,6 @@ def _frames(path: Path, reader: Any, topic: str, calibration: str | None,
 
 def rosbag_topic_counts(path: Path) -> dict[str, int]:
     """Messages per image topic from the bag's metadata."""
-    with AnyReader([path], default_typestore=typestore()) as reader:
+    with AnyReader([path], default_typestore=ros_typestore()) as reader:
         return {name: info.msgcount for name, info in reader.topics.items()
                 if info.msgtype in IMAGE_TYPES}

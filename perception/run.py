@@ -16,12 +16,9 @@ name in its folder and renamed when complete, so a failed run never leaves a hal
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -35,6 +32,7 @@ from perception.frames import VIDEO_SUFFIXES, Frame, count_frames, open_source
 from perception.overlay import draw_result
 from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
+from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
 from perception.results import FrameResult
 
 DEFAULT_MODELS = "yolox-nano,twinlitenet"
@@ -208,50 +206,9 @@ def _folder(path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------- output helpers
-# (the same names as perception/report.py of the drive-log work, which shares them)
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    temp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        yield temp
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def write_image(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OutputError(f"{path}: cannot encode as {path.suffix}")
     with atomic_output(path) as temp:
         temp.write_bytes(data.tobytes())
-
-
-def jsonl_line(result: FrameResult) -> str:
-    return json.dumps(result.model_dump(mode="json"), separators=(",", ":")) + "\n"
-
-
-def stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Median and 99th percentile in ms per stage, over the frames that report it."""
-    stages: dict[str, list[float]] = {}
-    for frame_timings in timings:
-        for stage, ms in frame_timings.items():
-            stages.setdefault(stage, []).append(ms)
-    return {stage: {"median_ms": float(np.median(values)),
-                    "p99_ms": float(np.percentile(values, 99)), "count": len(values)}
-            for stage, values in stages.items()}
-
-
-def summary_table(counts: dict[str, float | int], stats: dict[str, dict[str, float]]) -> str:
-    lines = [f"{name:<26}{value:>10.1f}" if isinstance(value, float) else
-             f"{name:<26}{value:>10d}" for name, value in counts.items()]
-    if stats:
-        lines.append(f"{'stage':<26}{'median ms':>10}{'p99 ms':>10}")
-        lines += [f"{stage:<26}{s['median_ms']:>10.1f}{s['p99_ms']:>10.1f}"
-                  for stage, s in stats.items()]
-    return "\n".join(lines)
-

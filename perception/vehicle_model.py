@@ -25,7 +25,7 @@ class VehicleParams:
 
 @dataclass(frozen=True)
 class VehicleState:
-    """World pose of the rear-axle centre (x, y metres, yaw radians, left-handed turns +)."""
+    """World pose of the rear-axle centre: x, y metres, yaw radians (counter-clockwise +)."""
 
     x: float = 0.0
     y: float = 0.0

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 ASSETS = Path(os.environ.get("PERCEPTION_ASSETS", REPO.parent / "shared" / "assets"))
 os.environ.setdefault("PERCEPTION_MODELS_MIRROR", str(ASSETS / "models"))
 
-from perception.bev import OBSTACLE_LENGTH_M, is_ego_hood  # noqa: E402
+from perception.bev import OBSTACLE_LENGTH_M, birdseye, is_ego_hood  # noqa: E402
 from perception.camera import CameraModel, load_camera, read_kitti_calib  # noqa: E402
 from perception.frames import open_source  # noqa: E402
 from perception.pipeline import Perceiver  # noqa: E402
@@ -42,6 +42,8 @@ CAMERAS = REPO / "perception" / "cameras"
 
 
 def on_drivable(result: FrameResult, camera: CameraModel, waypoints) -> tuple[int, int]:
+    """(on drivable, seen): waypoints that project into the image, and those of them that land
+    on the segmentation's drivable pixels."""
     if not waypoints:
         return 0, 0
     pixels, in_front = camera.ground_to_pixel(np.array(waypoints))
@@ -52,19 +54,26 @@ def on_drivable(result: FrameResult, camera: CameraModel, waypoints) -> tuple[in
 
 
 def through_road_users(result: FrameResult, camera: CameraModel, waypoints) -> int:
+    """Waypoints inside a road user's box in the image (our own hood excepted) or inside its
+    footprint on the road (bev.py's obstacles, placed from the boxes' bottom edges)."""
     if not waypoints:
         return 0
-    pixels, _ = camera.ground_to_pixel(np.array(waypoints))
+    points = np.array(waypoints)
+    pixels, _ = camera.ground_to_pixel(points)
     hits = 0
     for det in result.detections:
         if det.category in OBSTACLE_LENGTH_M and not is_ego_hood(det, camera):
             x1, y1, x2, y2 = det.box
             hits += int(((pixels[:, 0] >= x1) & (pixels[:, 0] <= x2) & (pixels[:, 1] >= y1)
                          & (pixels[:, 1] <= y2)).sum())
+    for ob in birdseye(result, camera, near_x=PlannerConfig().front_m).obstacles:
+        hits += int(((points[:, 0] >= ob.x) & (points[:, 0] <= ob.x + ob.length)
+                     & (np.abs(points[:, 1] - ob.y) <= ob.width / 2)).sum())
     return hits
 
 
 def offset_at(waypoints, x: float = 10.0) -> float:
+    """The path's lateral offset at x metres ahead; nan where the path does not reach x."""
     points = np.array(waypoints).reshape(-1, 2)
     if len(points) < 2 or not points[0, 0] <= x <= points[-1, 0]:
         return float("nan")

@@ -27,7 +27,7 @@ import yaml
 from perception.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
-from sim_bridge.driving import CarGeometry, planner_driver
+from sim_bridge.driving import CarGeometry, planner_driver, planning_perceiver
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 EARTH_RADIUS_M = 6378137.0
@@ -41,7 +41,8 @@ except ImportError:
     Track = None
 
     class AutonomousAgent:  # the Leaderboard's base class, reduced to what we use
-        def __init__(self, carla_host: str = "", carla_port: int = 0, debug: bool = False):
+        def __init__(self, carla_host: str = "", carla_port: int = 0,
+                     debug: bool = False) -> None:
             self._global_plan: list = []
             self._global_plan_world_coord: list = []
 
@@ -82,14 +83,21 @@ class PerceptionAgent(AutonomousAgent):
             if not path.is_file():
                 raise PerceptionError(f"agent config {path}: no such file")
             config = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(config, dict):
+                raise PerceptionError(f"agent config {path}: expected a mapping (models, camera, "
+                                      "wheelbase_m, ...)")
         self.camera = CameraSpec.parse(str(config.get("camera", "640x360,90")))
-        from perception.pipeline import Perceiver
-
-        self.perceiver = Perceiver.from_names(list(config.get("models",
-                                                              ["yolox-nano", "twinlitenet"])))
-        car = CarGeometry(**{key: float(config[key]) for key in CarGeometry.__dataclass_fields__
-                             if key in config})
-        self.driver = planner_driver(self.camera, car)
+        models = config.get("models", ["yolox-nano", "twinlitenet"])
+        if isinstance(models, str):  # `models: yolox-nano,twinlitenet` as on the command line
+            models = models.split(",")
+        try:
+            car = CarGeometry(**{key: float(config[key])
+                                 for key in CarGeometry.__dataclass_fields__ if key in config})
+        except (TypeError, ValueError) as error:
+            raise PerceptionError(f"agent config: car geometry must be numbers ({error})") from None
+        self.perceiver, detects = planning_perceiver([str(m).strip() for m in models
+                                                      if str(m).strip()])
+        self.driver = planner_driver(self.camera, car, detects)
         self.route_index = 0
         self.steps = 0
 

@@ -26,7 +26,6 @@ from perception.frames import Frame
 from perception.results import FrameResult
 from sim_bridge import ground_truth
 from sim_bridge.driving import camera_model
-from sim_bridge.geometry import intrinsics
 from sim_bridge.metrics import DrivingMetrics
 from sim_bridge.recording import SimRecorder, recording
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_bgr
@@ -59,6 +58,7 @@ class Rig:
     """What the run spawned and listens to."""
 
     world: Any
+    map: Any  # fetched once: `world.get_map()` sends the whole OpenDRIVE map on every call
     ego: Any
     camera: Any
     camera_frames: FrameBuffer
@@ -72,13 +72,14 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
     """One closed-loop run; returns the metrics summary. Ctrl-C ends it early, cleanly."""
     client, world = connect(config.host, config.port, config.connect_timeout_s, config.town,
                             client_factory)
-    traffic_manager = client.get_trafficmanager() if config.traffic else None
+    traffic_manager = traffic_manager_of(client) if config.traffic else None
     with recording(config.out, camera_model(config.camera)) as recorder, \
             synchronous_mode(world, config.fixed_delta_s, traffic_manager), \
             SpawnedActors(world) as actors:
         rig = spawn_rig(world, actors, config)
         if traffic_manager is not None:
-            spawn_traffic(world, actors, traffic_manager, config.traffic, config.spawn_point)
+            spawn_traffic(world, rig.map, actors, traffic_manager, config.traffic,
+                          config.spawn_point)
         perceive, driver = make_perceive(rig), make_driver(rig)
         tick(world, 0)  # one tick for the new sensors to start streaming
         try:
@@ -92,8 +93,16 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
     return summary
 
 
+def traffic_manager_of(client: Any) -> Any:
+    try:
+        return client.get_trafficmanager()
+    except RuntimeError as error:  # e.g. its port (8000) is taken by another process
+        raise SimError(f"--traffic: could not start the Traffic Manager: {error}") from None
+
+
 def spawn_rig(world: Any, actors: SpawnedActors, config: SimConfig) -> Rig:
-    spawn_points = world.get_map().get_spawn_points()
+    world_map = world.get_map()
+    spawn_points = world_map.get_spawn_points()
     if not 0 <= config.spawn_point < len(spawn_points):
         raise SimError(f"spawn point {config.spawn_point} does not exist; this map has "
                        f"{len(spawn_points)} (0..{len(spawn_points) - 1})")
@@ -113,7 +122,7 @@ def spawn_rig(world: Any, actors: SpawnedActors, config: SimConfig) -> Rig:
                                     attach_to=ego)
         segmentation_frames = FrameBuffer()
         segmentation.listen(segmentation_frames.put)
-    metrics = DrivingMetrics(config.fixed_delta_s, route=route_ahead(world, start,
+    metrics = DrivingMetrics(config.fixed_delta_s, route=route_ahead(world_map, start,
                                                                      config.route_m))
     collision = actors.spawn(find_blueprint(world, "sensor.other.collision"), carla.Transform(),
                              attach_to=ego)
@@ -121,15 +130,15 @@ def spawn_rig(world: Any, actors: SpawnedActors, config: SimConfig) -> Rig:
     invasion = actors.spawn(find_blueprint(world, "sensor.other.lane_invasion"),
                             carla.Transform(), attach_to=ego)
     invasion.listen(metrics.on_lane_invasion)
-    return Rig(world, ego, camera, camera_frames, segmentation_frames, metrics)
+    return Rig(world, world_map, ego, camera, camera_frames, segmentation_frames, metrics)
 
 
-def route_ahead(world: Any, start: carla.Transform, length_m: float,
+def route_ahead(world_map: Any, start: carla.Transform, length_m: float,
                 step_m: float = 2.0) -> list[tuple[float, float]]:
     """World (x, y) every `step_m` along the lane from `start`, following the first branch."""
     if length_m <= 0:
         return []
-    waypoint = world.get_map().get_waypoint(start.location)
+    waypoint = world_map.get_waypoint(start.location)
     route = []
     while waypoint is not None and len(route) * step_m <= length_m:
         location = waypoint.transform.location
@@ -139,8 +148,8 @@ def route_ahead(world: Any, start: carla.Transform, length_m: float,
     return route
 
 
-def spawn_traffic(world: Any, actors: SpawnedActors, traffic_manager: Any, count: int,
-                  ego_spawn: int) -> int:
+def spawn_traffic(world: Any, world_map: Any, actors: SpawnedActors, traffic_manager: Any,
+                  count: int, ego_spawn: int) -> int:
     """Up to `count` cars on autopilot at free spawn points; returns how many spawned."""
     library = world.get_blueprint_library()
     blueprints = [b for b in library.filter("vehicle.*")
@@ -149,7 +158,7 @@ def spawn_traffic(world: Any, actors: SpawnedActors, traffic_manager: Any, count
     if not blueprints:
         raise SimError("--traffic: this server's library has no four-wheeled vehicle")
     spawned = 0
-    for index, point in enumerate(world.get_map().get_spawn_points()):
+    for index, point in enumerate(world_map.get_spawn_points()):
         if spawned >= count:
             break
         if index == ego_spawn:
@@ -199,11 +208,10 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
         result.plan = plan
         result.timings_ms["control"] = control_ms
     location = rig.ego.get_location()
-    on_road = rig.world.get_map().get_waypoint(location, project_to_road=False) is not None
+    on_road = rig.map.get_waypoint(location, project_to_road=False) is not None
     rig.metrics.tick((location.x, location.y), speed, on_road, perception_ms, control_ms,
                      plan.status)
     if recorder is not None and frame is not None:
-        width, height = config.camera.width, config.camera.height
         truth = (ground_truth.labels(frame, rig.world, rig.camera)
                  if segmentation is not None else None)
         state = {"carla_frame": frame_id, "sim_time": now, "x": location.x, "y": location.y,
@@ -212,6 +220,5 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
                  "control": {"steer": control.steer, "throttle": control.throttle,
                              "brake": control.brake},
                  "perception_ms": perception_ms, "control_ms": control_ms}
-        recorder.frame(frame, intrinsics(width, height, config.camera.fov), result, state,
-                       truth)
+        recorder.frame(frame, result, state, truth)
     return plan

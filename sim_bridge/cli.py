@@ -15,8 +15,8 @@ from pathlib import Path
 import carla
 
 from perception.errors import PerceptionError
-from sim_bridge.bridge import Rig, SimConfig, run
-from sim_bridge.driving import car_geometry, planner_driver
+from sim_bridge.bridge import Perceive, Rig, SimConfig, run
+from sim_bridge.driving import PlannerDriver, car_geometry, planner_driver, planning_perceiver
 from sim_bridge.ground_truth import GroundTruthPerceiver
 from sim_bridge.metrics import format_table
 from sim_bridge.sensors import CameraSpec
@@ -65,10 +65,12 @@ def config_from(args: argparse.Namespace) -> SimConfig:
     if not 0.0 < args.delta <= 0.1:
         raise PerceptionError(f"--delta {args.delta:g}: must be in (0, 0.1] s (CARLA's physics "
                               "is unstable with longer steps)")
-    if args.timeout <= 0:
+    if not args.timeout > 0:  # also refuses nan
         raise PerceptionError(f"--timeout {args.timeout:g}: must be > 0")
     if args.traffic < 0:
         raise PerceptionError(f"--traffic {args.traffic}: must be >= 0")
+    if not args.route >= 0:
+        raise PerceptionError(f"--route {args.route:g}: must be >= 0 metres")
     if args.out is not None and args.out.suffix != ".mcap":
         raise PerceptionError(f"--out {args.out}: must end in .mcap")
     if args.out is not None and not args.out.parent.is_dir():
@@ -82,38 +84,34 @@ def config_from(args: argparse.Namespace) -> SimConfig:
                      out=args.out)
 
 
-def model_perceiver(names: list[str]):
-    """`perceive(frame)` with our models, loaded once."""
-    from perception.pipeline import Perceiver
-
-    perceiver = Perceiver.from_names(names)
-    return lambda frame: perceiver.perceive([frame])[0]
-
-
 def main(args: argparse.Namespace) -> int:
     config = config_from(args)
-    client_factory = carla.Client
-    server = None
-    if args.fake:
-        from sim_bridge.fake_carla import FakeClient, FakeServer, Scenario
-
-        server = FakeServer(Scenario(**FAKE_SCENARIOS[args.fake])).start(args.host, args.port)
-        client_factory = FakeClient
+    perceiver, detects = None, True  # CARLA's ground truth has every road user's box
     if args.perception == "models":
-        perceive = model_perceiver([n.strip() for n in args.models.split(",") if n.strip()])
+        perceiver, detects = planning_perceiver(
+            [n.strip() for n in args.models.split(",") if n.strip()])
 
-        def make_perceive(rig: Rig):
-            return perceive
-    else:
-        def make_perceive(rig: Rig):
+    def make_perceive(rig: Rig) -> Perceive:
+        if perceiver is None:
             return GroundTruthPerceiver(rig.world, rig.camera)
+        return lambda frame: perceiver.perceive([frame])[0]
+
+    def make_driver(rig: Rig) -> PlannerDriver:
+        return planner_driver(config.camera, car_geometry(rig.ego), detects)
+
+    client_factory, server = carla.Client, None
     try:
-        summary = run(config, make_perceive,
-                      lambda rig: planner_driver(config.camera, car_geometry(rig.ego)),
-                      client_factory)
+        if args.fake:
+            from sim_bridge.fake_carla import FakeClient, FakeServer, Scenario
+
+            server = FakeServer(Scenario(**FAKE_SCENARIOS[args.fake])).start(args.host, args.port)
+            client_factory = FakeClient
+        summary = run(config, make_perceive, make_driver, client_factory)
     finally:
         if server is not None:
             server.stop()
+        if perceiver is not None:
+            perceiver.close()
     print(format_table(summary))
     if args.out is not None:
         print(f"wrote {args.out}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Our planner and controller as the loop's driver: perception result -> Plan with controls.
+"""Our planner and controller as the loop's driver: perception result -> Plan with controls
+(and the models it plans on, for `perception sim` and the Leaderboard agent alike).
 
 The planner (perception/planning.py) works in the vehicle frame of our camera files: x forward,
 y left, origin on the ground under the rear axle, and its controller maps steer = 1 to the
@@ -8,19 +9,24 @@ car has its own wheelbase and steering lock, so both are read from the ego vehic
 
 A tick whose image did not arrive hands the planner the last result it had: the planner itself
 decides, by the result's age against its deadline, whether that is still usable or a safe stop.
+Without a detector among the models the planner cannot see obstacles: every plan is then
+`degraded` and slow (planning.py), never `ok` at cruise speed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perception.camera import CameraModel, carla_camera
 from perception.control import ControlConfig
-from perception.planning import PlannerConfig, PlannerState, plan_frame
+from perception.planning import PlannerConfig, PlannerState, detects_road_users, plan_frame
 from perception.results import FrameResult, Plan
 from perception.vehicle_model import VehicleParams
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
+
+if TYPE_CHECKING:
+    from perception.pipeline import Perceiver
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,22 @@ def camera_model(spec: CameraSpec, car: CarGeometry = CarGeometry()) -> CameraMo
                         z=location.z, roll=rotation.roll, pitch=rotation.pitch, yaw=rotation.yaw)
 
 
+def planning_perceiver(names: list[str]) -> tuple[Perceiver, bool]:
+    """Our models by zoo name, and whether one of them detects road users; a set that cannot
+    be planned on (no segmentation model) is refused before any model loads."""
+    from models.zoo import resolve  # torch-free: specs and verified files
+    from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
+
+    models = [resolve(name) for name in names]
+    detects = detects_road_users([spec for spec, _ in models])
+    return Perceiver(models), detects
+
+
 class PlannerDriver:
-    def __init__(self, camera: CameraModel, config: PlannerConfig) -> None:
+    def __init__(self, camera: CameraModel, config: PlannerConfig,
+                 detections_available: bool = True) -> None:
         self.camera, self.config = camera, config
+        self.detections_available = detections_available
         self.state = PlannerState()
         self.last_result: FrameResult | None = None
 
@@ -67,13 +86,14 @@ class PlannerDriver:
         if result is not None:
             self.last_result = result
         output = plan_frame(self.last_result, self.camera, self.state, now, speed_mps,
-                            self.config)
+                            self.config, self.detections_available)
         self.state = output.state
         return output.plan
 
 
-def planner_driver(spec: CameraSpec, car: CarGeometry = CarGeometry()) -> PlannerDriver:
+def planner_driver(spec: CameraSpec, car: CarGeometry = CarGeometry(),
+                   detections_available: bool = True) -> PlannerDriver:
     vehicle = replace(VehicleParams(), wheelbase_m=car.wheelbase_m,
                       max_steer_deg=car.max_steer_deg)
     config = replace(PlannerConfig(), control=replace(ControlConfig(), vehicle=vehicle))
-    return PlannerDriver(camera_model(spec, car), config)
+    return PlannerDriver(camera_model(spec, car), config, detections_available)

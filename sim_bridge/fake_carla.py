@@ -38,9 +38,10 @@ import cv2
 import numpy as np
 
 from perception import vehicle_model
+from perception.camera import fov_intrinsics
 from perception.results import Control
 from perception.vehicle_model import VehicleParams, VehicleState
-from sim_bridge.geometry import compose, ground_points, intrinsics, project
+from sim_bridge.geometry import box_corners, compose, ground_points, project
 
 TAG = carla.CityObjectLabel
 RGB_OF_TAG = {  # BGR colours of the rendered scene
@@ -524,13 +525,11 @@ class FakeSensor(FakeActor):
         tags = self._world._scenario.tags(wx, wy)
         tags[~hit] = int(TAG.Sky)
         camera = self.get_transform()
-        K = intrinsics(width, height, fov)
+        K = fov_intrinsics(width, height, fov)
         others = [v for v in self._world._vehicles() if v is not self._parent]
         boxes = []
         for vehicle in others:
-            corners = np.array([[p.x, p.y, p.z] for p in
-                                vehicle.bounding_box.get_world_vertices(vehicle.get_transform())])
-            pixels, depth = project(corners, camera, K)
+            pixels, depth = project(box_corners(vehicle), camera, K)
             if depth.min() > 0.5:
                 boxes.append((depth.mean(), pixels))
         for _, pixels in sorted(boxes, key=lambda item: -item[0]):  # far to near
@@ -811,10 +810,6 @@ class FakeWorld:
             self._deliveries.put(item)
         return self._frame
 
-    def wait_for_tick(self, seconds: float = 10.0) -> FakeWorldSnapshot:
-        self.tick(seconds)
-        return self.get_snapshot()
-
     def _add(self, cls: type, blueprint: FakeActorBlueprint, transform: carla.Transform,
              parent: FakeActor | None) -> FakeActor:
         actor = cls(self, self._next_id, blueprint, transform, parent)
@@ -856,12 +851,6 @@ class FakeTrafficManager:
 
     def set_synchronous_mode(self, mode_switch: bool = True) -> None:
         self._synchronous = mode_switch
-
-    def set_global_distance_to_leading_vehicle(self, distance: float) -> None:
-        pass
-
-    def global_percentage_speed_difference(self, percentage: float) -> None:
-        pass
 
 
 class FakeServer:

@@ -1,23 +1,19 @@
-"""A CARLA camera as a pinhole: intrinsics from its field of view, and world -> pixel projection.
+"""A CARLA camera in CARLA's own frames: world -> pixel projection and pixel rays -> the ground.
 
-CARLA cameras are ideal pinholes with no distortion: focal length f = width / (2 tan(fov / 2)),
-principal point at the image centre. CARLA's frames are Unreal's: x forward, y right, z up
+CARLA cameras are ideal pinholes with no distortion (K: `perception.camera.fov_intrinsics`).
+CARLA's frames are Unreal's: x forward, y right, z up
 (left-handed), angles in degrees; an image's rows go down and columns go right, so a point
 (x, y, z) in the camera's own frame lands at column f*y/x + cx, row -f*z/x + cy.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import carla
 import numpy as np
 
-
-def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
-    """3x3 camera matrix K of a CARLA camera."""
-    focal = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+from perception.camera import fov_intrinsics
 
 
 def compose(parent: carla.Transform, local: carla.Transform) -> carla.Transform:
@@ -32,6 +28,12 @@ def compose(parent: carla.Transform, local: carla.Transform) -> carla.Transform:
         carla.Rotation(pitch=parent.rotation.pitch + local.rotation.pitch,
                        yaw=parent.rotation.yaw + local.rotation.yaw,
                        roll=parent.rotation.roll + local.rotation.roll))
+
+
+def box_corners(actor: Any) -> np.ndarray:
+    """The 8 world corners (8, 3) of an actor's 3-D bounding box."""
+    vertices = actor.bounding_box.get_world_vertices(actor.get_transform())
+    return np.array([[p.x, p.y, p.z] for p in vertices])
 
 
 def project(points_world: np.ndarray, camera: carla.Transform, K: np.ndarray
@@ -59,7 +61,7 @@ def ground_points(width: int, height: int, fov_deg: float, mount: carla.Transfor
     at or above the horizon). Computed once per camera; a renderer then only moves the points
     with the vehicle's pose.
     """
-    K = intrinsics(width, height, fov_deg)
+    K = fov_intrinsics(width, height, fov_deg)
     columns, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     rays = np.stack([np.ones_like(columns), (columns - K[0, 2]) / K[0, 0],
                      -(rows - K[1, 2]) / K[1, 1]], axis=-1)  # camera frame, x forward

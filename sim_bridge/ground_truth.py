@@ -17,9 +17,10 @@ from typing import Any
 import carla
 import numpy as np
 
+from perception.camera import fov_intrinsics
 from perception.frames import Frame
 from perception.results import Detection, FrameResult
-from sim_bridge.geometry import intrinsics, project
+from sim_bridge.geometry import box_corners, project
 from sim_bridge.sensors import image_tags
 
 TAG = carla.CityObjectLabel
@@ -46,7 +47,7 @@ def actor_boxes(world: Any, camera: Any, tags: np.ndarray | None = None) -> list
     """2-D boxes (frame pixels) of the vehicles and walkers the camera sees."""
     width = int(camera.attributes["image_size_x"])
     height = int(camera.attributes["image_size_y"])
-    K = intrinsics(width, height, float(camera.attributes["fov"]))
+    K = fov_intrinsics(width, height, float(camera.attributes["fov"]))
     pose = camera.get_transform()
     own = camera.parent.id if camera.parent is not None else None
     detections = []
@@ -54,9 +55,7 @@ def actor_boxes(world: Any, camera: Any, tags: np.ndarray | None = None) -> list
         for actor in world.get_actors().filter(pattern):
             if actor.id == own or actor.get_location().distance(pose.location) > MAX_RANGE_M:
                 continue
-            corners = np.array([[p.x, p.y, p.z] for p in
-                                actor.bounding_box.get_world_vertices(actor.get_transform())])
-            pixels, depth = project(corners, pose, K)
+            pixels, depth = project(box_corners(actor), pose, K)
             if depth.min() <= 0.5:
                 continue
             x1, y1 = np.clip(pixels.min(axis=0), 0, [width, height])

@@ -17,36 +17,30 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
-import numpy as np
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from perception.camera import CameraModel
-from perception.camera_info import CameraInfo
-from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter
+from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
 from perception.frames import Frame
 from perception.report import atomic_output
 from perception.results import FrameResult
 
 
 class SimRecorder(FoxgloveWriter):
-    def frame(self, frame: Frame, K: np.ndarray, result: FrameResult | None, state: dict,
+    def frame(self, frame: Frame, result: FrameResult | None, state: dict,
               truth: FrameResult | None = None) -> None:
-        """One tick: the frame with CARLA's intrinsics `K`, our result, the sim state and,
-        with ground truth on, CARLA's labels of the frame."""
-        frame.meta["camera_info"] = CameraInfo(
-            frame.width, frame.height, K=K.reshape(-1).tolist(),
-            P=np.c_[K, np.zeros(3)].reshape(-1).tolist(), D=[0.0] * 5)
+        """One tick: the frame (with the run's camera calibration), our result, the sim state
+        and, with ground truth on, CARLA's labels of the frame."""
         self.write(frame, result)
         ns = int(round(frame.timestamp * 1e9))
         stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-        self._json("/sim/state", ns, state)
+        self.write_json("/sim/state", ns, state)
         if truth is None:
             return
         for which in ("drivable", "lanes"):
@@ -54,34 +48,26 @@ class SimRecorder(FoxgloveWriter):
             if mask is not None:
                 ok, png = cv2.imencode(".png", mask * 255)
                 assert ok, "OpenCV could not encode a PNG"
-                self._put(f"/ground_truth/{which}", ns, CompressedImage(
+                self.write_protobuf(f"/ground_truth/{which}", ns, CompressedImage(
                     timestamp=stamp, frame_id=CAMERA_FRAME, format="png", data=png.tobytes()))
-        self._json("/ground_truth/boxes", ns, {
+        self.write_json("/ground_truth/boxes", ns, {
             "frame_index": frame.index, "width": frame.width, "height": frame.height,
             "boxes": [d.model_dump(mode="json") for d in truth.detections]})
 
     def metrics(self, timestamp: float, summary: dict) -> None:
-        self._json("/sim/metrics", int(round(timestamp * 1e9)), summary)
-
-    def _json(self, topic: str, ns: int, payload: dict) -> None:
-        if topic not in self._channels:
-            schema = self._mcap.register_schema(topic.strip("/").replace("/", "."),
-                                                "jsonschema", b'{"type": "object"}')
-            self._channels[topic] = self._mcap.register_channel(topic, "json", schema)
-        self._mcap.add_message(self._channels[topic], log_time=ns, publish_time=ns,
-                               data=json.dumps(payload).encode())
-        self.counts[topic] = self.counts.get(topic, 0) + 1
+        self.write_json("/sim/metrics", int(round(timestamp * 1e9)), summary)
 
 
 @contextmanager
 def recording(path: str | Path | None, camera: CameraModel) -> Iterator[SimRecorder | None]:
     """A recorder on a temporary file beside `path`, renamed to `path` if the block succeeds;
-    `camera` places the camera on the car for Foxglove's /tf."""
+    `camera` (CARLA's pinhole on the car) gives /tf and every frame's calibration."""
     if path is None:
         yield None
         return
     with atomic_output(path) as temp, open(temp, "wb") as file:
         recorder = SimRecorder(file, camera_position=tuple(camera.position),
-                               camera_rotation=camera.rotation)
+                               camera_rotation=camera.rotation,
+                               default_camera_info=camera_info_of_model(camera))
         yield recorder
         recorder.finish()

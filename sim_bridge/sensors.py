@@ -52,16 +52,19 @@ class CameraSpec:
         return blueprint
 
 
+def _bgra(image: Any) -> np.ndarray:
+    """A CARLA camera image's bytes (BGRA, row-major) as a read-only (H, W, 4) view."""
+    return np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
+
+
 def image_to_bgr(image: Any) -> np.ndarray:
-    """A CARLA camera image (BGRA bytes, row-major) as an (H, W, 3) BGR uint8 array."""
-    bgra = np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
-    return bgra[..., :3].copy()
+    """A CARLA camera image as an (H, W, 3) BGR uint8 array."""
+    return _bgra(image)[..., :3].copy()
 
 
 def image_tags(image: Any) -> np.ndarray:
     """Semantic segmentation image -> (H, W) CARLA tags (the red channel of BGRA)."""
-    bgra = np.frombuffer(image.raw_data, dtype=np.uint8).reshape(image.height, image.width, 4)
-    return bgra[..., 2].copy()
+    return _bgra(image)[..., 2].copy()
 
 
 class FrameBuffer:

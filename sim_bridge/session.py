@@ -27,9 +27,9 @@ class SimError(PerceptionError):
 def connect(host: str, port: int, timeout_s: float = 10.0, town: str | None = None,
             client_factory: Callable[..., Any] = carla.Client) -> tuple[Any, Any]:
     """A client and its world, on `town` if given; SimError when no server answers in time."""
-    client = client_factory(host, port)
-    client.set_timeout(timeout_s)
     try:
+        client = client_factory(host, port)  # the real client resolves the host name here
+        client.set_timeout(timeout_s)
         server_version = client.get_server_version()
         world = client.get_world()
     except RuntimeError as error:

@@ -99,9 +99,14 @@ def test_bad_arguments(chessboards, tmp_path, capsys):
     out = tmp_path / "camera.yaml"
     assert cli_main(["calibrate", str(chessboards), "--board", "nine", "--out", str(out)]) == 2
     assert "--board must look like 9x6" in capsys.readouterr().err
+    assert cli_main(["calibrate", str(chessboards), "--square", "nan", "--out", str(out)]) == 2
+    assert "--square must be > 0, got nan" in capsys.readouterr().err
     photo = str(chessboards / "calibration2.jpg")
     assert cli_main(["calibrate", photo, "--out", str(out)]) == 2
     assert "found in only 1 image(s)" in capsys.readouterr().err
     assert cli_main(["calibrate", str(tmp_path / "none.jpg"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["calibrate", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "empty: no images in this folder" in capsys.readouterr().err
     assert not out.exists()

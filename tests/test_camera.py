@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perception.camera import (
+    R_OPTICAL,
     CameraError,
     CameraModel,
     Mount,
@@ -59,6 +60,15 @@ def test_pixel_round_trip(params, u, v):
     np.testing.assert_allclose(pixels[0], [u, v], atol=1e-6)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-44, 44), st.floats(-29, 59), st.floats(-179, 179))
+def test_mount_angles_round_trip(roll, pitch, yaw):
+    """`Mount.from_rotation` (used by the KITTI reader) inverts `Mount.rotation`."""
+    mount = Mount(1.0, 2.0, 3.0, roll, pitch, yaw)
+    back = Mount.from_rotation(mount.rotation() @ R_OPTICAL, np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose([back.roll, back.pitch, back.yaw], [roll, pitch, yaw], atol=1e-9)
+
+
 def test_geometry_conventions():
     level = make_camera(pitch=0.0)
     # A level camera sees the horizon at the principal row, and the road below it.
@@ -72,6 +82,22 @@ def test_geometry_conventions():
     far_level, _ = level.ground_to_pixel(np.array([[100.0, 0.2]]))
     far_pitched, _ = pitched.ground_to_pixel(np.array([[100.0, 0.2]]))
     assert far_pitched[0, 1] < far_level[0, 1]
+
+
+def test_pixel_and_ground_by_hand():
+    """A level camera 1.2 m up at x = 1.5 m, f = 1000 px, centre (640, 360): the road point
+    10 m ahead of it and 2 m to the left is at column 640 - 1000 * 2 / 10 = 440 (left of the
+    centre) and row 360 + 1000 * 1.2 / 10 = 480 (below the horizon); and back."""
+    K = np.array([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]])
+    camera = CameraModel(1280, 720, K, np.zeros(5), Mount(1.5, 0.0, 1.2, 0.0, 0.0, 0.0))
+    pixels, _ = camera.ground_to_pixel(np.array([[11.5, 2.0]]))
+    np.testing.assert_allclose(pixels, [[440.0, 480.0]], atol=1e-9)
+    ground, _ = camera.pixel_to_ground(np.array([[440.0, 480.0]]))
+    np.testing.assert_allclose(ground, [[11.5, 2.0]], atol=1e-9)
+    # Yawed 10 degrees left, the camera sees a point straight ahead of the car to its right.
+    yawed = CameraModel(1280, 720, K, np.zeros(5), Mount(1.5, 0.0, 1.2, 0.0, 0.0, 10.0))
+    pixels, _ = yawed.ground_to_pixel(np.array([[21.5, 0.0]]))
+    assert pixels[0, 0] == pytest.approx(640 + 1000 * math.tan(math.radians(10)))
 
 
 def test_homography_matches_projection():
@@ -119,6 +145,11 @@ def write(tmp_path, **changes):
     ({"K": [[900.0, 0, 2000], [0, 880.0, 270], [0, 0, 1]]}, "principal point"),
     ({"mount": None}, "missing key(s) mount"),
     ({"K": "nine hundred"}, "K must be a 3x3"),
+    ({"yaw": "left"}, "mount.yaw must be a number, got 'left'"),
+    ({"pitch": None}, "mount.pitch must be a number, got None"),
+    ({"dist": "none"}, "dist must be a flat list of numbers, got 'none'"),
+    ({"dist": 5}, "dist must be a flat list of numbers, got 5"),
+    ({"height": "tall"}, "width and height must be whole numbers"),
 ])
 def test_bad_camera_files(tmp_path, changes, message):
     with pytest.raises(CameraError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -165,3 +196,23 @@ def test_carla_camera():
     assert ground[0, 0] == pytest.approx(1.5 + 2.4 / math.tan(math.radians(15)), rel=1e-6)
     with pytest.raises(CameraError, match="fov"):
         carla_camera(800, 600, 0.0, 0, 0, 1)
+
+
+@pytest.mark.parametrize("pitch, yaw, roll", [(-5.0, 0.0, 0.0), (0.0, 10.0, 0.0),
+                                              (0.0, 0.0, 10.0), (-8.0, 7.0, -12.0)])
+def test_carla_camera_agrees_with_the_wheels_transform(pitch, yaw, roll):
+    """Project through the `carla` wheel's own mount matrix (CARLA's documented pinhole:
+    column = cx + f y / x, row = cy - f z / x in the camera's x-forward, y-right, z-up frame)
+    and through our model of the same camera: the same pixels, whatever the angles' signs."""
+    carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
+    mount = carla.Transform(carla.Location(x=0.8, y=0.3, z=1.5),
+                            carla.Rotation(pitch=pitch, yaw=yaw, roll=roll))
+    camera = carla_camera(640, 360, 90.0, x=0.8, y=0.3, z=1.5, roll=roll, pitch=pitch, yaw=yaw)
+    points = np.array([[10.0, 1.0, 0.0], [15.0, -2.0, 0.5], [8.0, 3.0, -1.0]])  # CARLA: y right
+    local = (np.c_[points, np.ones(3)] @ np.array(mount.get_inverse_matrix()).T)[:, :3]
+    f, cx, cy = camera.K[0, 0], camera.K[0, 2], camera.K[1, 2]
+    theirs = np.column_stack([cx + f * local[:, 1] / local[:, 0],
+                              cy - f * local[:, 2] / local[:, 0]])
+    ours, in_front = camera.project(points * [1.0, -1.0, 1.0])  # ours: y left
+    assert in_front.all()
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)

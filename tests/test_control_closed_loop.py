@@ -60,6 +60,7 @@ def sign_changes(values: np.ndarray, deadband: float) -> int:
 def test_straight_road_holds_the_lane_centre():
     trace = drive(Road(straight_centre(300.0), lanes_left=1), seconds=10.0)
     assert set(trace.statuses) == {"ok"}
+    print(f"\nstraight: cross-track RMS {np.sqrt(np.mean(trace.cross_track**2)):.3f} m")
     assert np.sqrt(np.mean(trace.cross_track**2)) < 0.05
     assert np.abs(trace.steer).max() < 0.02
     assert trace.speed[-20:].mean() == pytest.approx(PlannerConfig().cruise_speed_mps, abs=0.5)
@@ -72,15 +73,22 @@ def test_s_curve_cross_track_and_no_oscillation():
     on_curves = (trace.arc >= 50.0) & (trace.arc <= 150.0)
     assert on_curves.sum() > 50
     rms = float(np.sqrt(np.mean(trace.cross_track[on_curves] ** 2)))
-    assert rms <= 0.2, f"cross-track RMS on the curves {rms:.3f} m"
-    assert np.abs(trace.cross_track).max() < 0.5
     # No oscillation: the car swings across the centre line no more than the road's two bends
     # ask for, the steering has no jitter around its 1 s moving average, and the speed settles.
-    assert sign_changes(trace.cross_track, deadband=0.02) <= 3
+    crossings = sign_changes(trace.cross_track, deadband=0.02)
     smooth = np.convolve(trace.steer, np.ones(10) / 10, mode="same")
-    assert np.sqrt(np.mean((trace.steer - smooth)[5:-5] ** 2)) < 0.01
+    jitter = float(np.sqrt(np.mean((trace.steer - smooth)[5:-5] ** 2)))
+    settled = trace.speed[(trace.t >= 3.0) & (trace.arc < 180.0)]  # before the road ends
+    print(f"\nS-curve: cross-track RMS on the curves {rms:.3f} m (max "
+          f"{np.abs(trace.cross_track).max():.2f} m), {crossings} centre-line crossings, "
+          f"steering jitter {jitter:.3f}, speed after 3 s {settled.min():.1f}-"
+          f"{settled.max():.1f} m/s")
+    assert rms <= 0.2, f"cross-track RMS on the curves {rms:.3f} m"
+    assert np.abs(trace.cross_track).max() < 0.5
+    assert crossings <= 3
+    assert jitter < 0.01
     cruise = PlannerConfig().cruise_speed_mps
-    assert cruise - 1.5 < trace.speed[(trace.t >= 3.0) & (trace.arc < 180.0)].min()  # road ends
+    assert cruise - 1.5 < settled.min()
     assert trace.speed.max() < cruise + 0.3
 
 
@@ -90,11 +98,13 @@ def test_stops_behind_a_stopped_car():
     trace = drive(road, seconds=12.0, speed=10.0)
     bumper = trace.x + PlannerConfig().front_m
     gap = car_at - bumper
+    decel = -np.diff(trace.speed) / PLAN_DT
+    print(f"\nstopped car: closest bumper gap {gap.min():.2f} m, max decel {decel.max():.1f} "
+          "m/s^2")
     assert gap.min() >= 2.0, f"closest approach {gap.min():.2f} m"
     assert gap[-1] <= 6.0  # it does drive up to the car
     assert trace.speed[-10:].max() == 0.0
     assert np.all(np.diff(trace.x) >= 0)  # never rolls back
-    decel = -np.diff(trace.speed) / PLAN_DT
     assert decel.max() < 6.0  # firm, not a panic stop
     assert sign_changes(trace.throttle - trace.brake, deadband=0.05) <= 2
 

@@ -108,6 +108,11 @@ def test_unknown_topic_lists_the_image_topics(drive_mcap):
         open_log(drive_mcap, topic="/camera/calibration")
 
 
+def test_a_video_has_no_topics(video_path):
+    with pytest.raises(SourceError, match="has no topics"):
+        open_log(video_path, topic="/front")
+
+
 def test_truncated_mcap_yields_the_frames_before_the_cut(drive_mcap, tmp_path):
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(drive_mcap.read_bytes()[: drive_mcap.stat().st_size // 2])
@@ -283,3 +288,83 @@ def test_record_with_a_camera_file_writes_its_intrinsics(video_path, tmp_path):
     frames = list(open_log(out))
     assert len(frames) == 5
     assert frames[0].meta["camera_info"].K[0] == pytest.approx(867.375)
+
+
+def test_ros1_bag_images(video_path, tmp_path):
+    """A ROS 1 bag written with rosbags: read by the same reader as rosbag2."""
+    from rosbags.rosbag1 import Writer as Ros1Writer
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    Compressed = store.types["sensor_msgs/msg/CompressedImage"]
+    images = video_images(video_path, 3)
+    bag = tmp_path / "drive.bag"
+    with Ros1Writer(bag) as writer:
+        connection = writer.add_connection("/cam/image/compressed", Compressed.__msgtype__,
+                                           typestore=store)
+        for i, image in enumerate(images):
+            t = T0 + i * 40_000_000
+            header = Header(seq=i, stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="cam")
+            jpeg = cv2.imencode(".jpg", image)[1].ravel()
+            writer.write(connection, t, store.serialize_ros1(
+                Compressed(header=header, format="jpeg", data=jpeg), Compressed.__msgtype__))
+    frames = list(open_log(bag))
+    assert [f.timestamp for f in frames] == pytest.approx([(T0 + i * 40_000_000) / 1e9
+                                                           for i in range(3)])
+    assert frames[0].meta["frame_id"] == "cam" and frames[0].meta["compressed"][0] == "jpeg"
+    assert count_log_frames(bag) == 3
+
+
+def test_corrupt_chunk_names_its_byte_offset(drive_mcap, tmp_path):
+    """Bytes flipped inside a chunk: its CRC fails; the error gives the chunk's start."""
+    from mcap.records import Chunk
+    from mcap.stream_reader import StreamReader
+
+    with open(drive_mcap, "rb") as file:
+        reader, starts, offset = StreamReader(file, emit_chunks=True), [], 8
+        for record in reader.records:
+            if isinstance(record, Chunk):
+                starts.append(offset)
+            offset = file.tell()
+    data = bytearray(drive_mcap.read_bytes())
+    data[starts[2] + 1000:starts[2] + 1100] = bytes(100)
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(bytes(data))
+    frames = []
+    with pytest.raises(CorruptRecordError, match=rf"at byte offset {starts[2]} .*CRC"):
+        frames.extend(open_log(damaged))
+    assert 0 < len(frames) < VIDEO_FRAMES
+
+
+def test_kitti_folder_broken_part_way(drives, tmp_path):
+    """A calibration without P2 and an image that does not decode: the frames before stand,
+    and `record` keeps them with exit code 3."""
+    kitti = tmp_path / "kitti"
+    shutil.copytree(drives / "kitti_object", kitti)
+    (kitti / "calib" / "000001.txt").write_text("P0: 1 0 0 0 0 1 0 0 0 0 1 0\n")
+    frames = []
+    with pytest.raises(CorruptRecordError, match=r"image_2 frame 1: .*000001\.txt: needs a P2"):
+        frames.extend(open_log(kitti))
+    assert len(frames) == 1
+    shutil.copy(drives / "kitti_object" / "calib" / "000001.txt", kitti / "calib")
+    (kitti / "image_2" / "000002.png").write_bytes(b"not a png")
+    out = tmp_path / "kitti.mcap"
+    assert cli(["record", "--kitti", str(kitti), "--out", str(out)]) == 3
+    assert len(list(open_log(out))) == 2
+
+
+def test_json_encoded_foxglove_images_are_refused_plainly(tmp_path):
+    from mcap.writer import Writer as McapWriter
+
+    path = tmp_path / "json.mcap"
+    with open(path, "wb") as file:
+        writer = McapWriter(file)
+        writer.start()
+        schema = writer.register_schema("foxglove.CompressedImage", "jsonschema", b"{}")
+        channel = writer.register_channel("/cam", "json", schema)
+        writer.add_message(channel, log_time=0, publish_time=0,
+                           data=b'{"format": "jpeg", "data": ""}')
+        writer.finish()
+    with pytest.raises(SourceError, match="json-encoded foxglove.CompressedImage messages; only "
+                                          "protobuf"):
+        list(open_log(path))

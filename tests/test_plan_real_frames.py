@@ -8,6 +8,7 @@ and each KITTI frame's own calib file. Checks, as the issue asks:
 - no path through a detected road user: no waypoint projects inside a vehicle or person box
   (our own hood excepted) and none lies in an obstacle's footprint on the ground.
 - frame to frame, the path's lateral offset at 10 m changes by <= 0.2 m (median) on the video.
+The measures are scripts/benchmark_planning.py's, so the test and docs/benchmarks.md agree.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.bev import OBSTACLE_LENGTH_M, is_ego_hood
-from perception.camera import CameraModel, load_camera, read_kitti_calib
+from perception.camera import load_camera, read_kitti_calib
 from perception.cli import main as cli_main
 from perception.frames import open_source
 from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
 from perception.results import FrameResult, Plan
+from scripts.benchmark_planning import offset_at, on_drivable, through_road_users
 
 CAMERAS = Path(__file__).resolve().parents[1] / "perception" / "cameras"
 
@@ -41,42 +42,6 @@ def perceive(perceiver: Perceiver, spec: str) -> list[FrameResult]:
     return [result for _, result in perceiver.stream(open_source(spec))]
 
 
-def waypoints_on_drivable(result: FrameResult, camera: CameraModel, plan: Plan) -> tuple[int, int]:
-    """(inside, counted): waypoints that project into the image, and those on drivable pixels."""
-    if not plan.waypoints:
-        return 0, 0
-    drivable = result.mask_at_frame_size("drivable")
-    pixels, in_front = camera.ground_to_pixel(np.array(plan.waypoints))
-    u, v = pixels[:, 0], pixels[:, 1]
-    seen = in_front & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    inside = drivable[v[seen].astype(int), u[seen].astype(int)] > 0
-    return int(inside.sum()), int(seen.sum())
-
-
-def waypoints_through_road_users(result: FrameResult, camera: CameraModel, plan: Plan) -> int:
-    if not plan.waypoints:
-        return 0
-    points = np.array(plan.waypoints)
-    pixels, _ = camera.ground_to_pixel(points)
-    hits = 0
-    for det in result.detections:
-        if det.category in OBSTACLE_LENGTH_M and not is_ego_hood(det, camera):
-            x1, y1, x2, y2 = det.box
-            hits += int(((pixels[:, 0] >= x1) & (pixels[:, 0] <= x2) & (pixels[:, 1] >= y1)
-                         & (pixels[:, 1] <= y2)).sum())
-    for ob in plan.obstacles:
-        hits += int(((points[:, 0] >= ob.x) & (points[:, 0] <= ob.x + 4.5)
-                     & (np.abs(points[:, 1] - ob.y) <= ob.width / 2)).sum())
-    return hits
-
-
-def offset_at(plan: Plan, x: float) -> float:
-    points = np.array(plan.waypoints).reshape(-1, 2)
-    if len(points) < 2 or not points[0, 0] <= x <= points[-1, 0]:
-        return float("nan")
-    return float(np.interp(x, points[:, 0], points[:, 1]))
-
-
 def test_video(perceiver, video_path, record_property):
     camera = load_camera(CAMERAS / "udacity_960x540.yaml")
     results = perceive(perceiver, str(video_path))
@@ -86,10 +51,10 @@ def test_video(perceiver, video_path, record_property):
         out = plan_frame(result, camera, state, now=result.timestamp)
         state, plan = out.state, out.plan
         statuses.append(plan.status)
-        a, b = waypoints_on_drivable(result, camera, plan)
+        a, b = on_drivable(result, camera, plan.waypoints)
         inside, counted = inside + a, counted + b
-        through += waypoints_through_road_users(result, camera, plan)
-        offsets.append(offset_at(plan, 10.0))
+        through += through_road_users(result, camera, plan.waypoints)
+        offsets.append(offset_at(plan.waypoints, 10.0))
     changes = np.abs(np.diff(offsets))
     figures = {"frames": len(results), "ok": statuses.count("ok"), "waypoints": counted,
                "on_drivable": inside / counted, "through_road_users": through,
@@ -120,9 +85,9 @@ def test_bdd_and_kitti_frames(perceiver, drives, record_property):
                                                                   result.height)
         plan = plan_frame(result, camera, PlannerState(), now=result.timestamp,
                           speed_mps=8.0).plan
-        a, b = waypoints_on_drivable(result, camera, plan)
+        a, b = on_drivable(result, camera, plan.waypoints)
         inside, counted = inside + a, counted + b
-        through = waypoints_through_road_users(result, camera, plan)
+        through = through_road_users(result, camera, plan.waypoints)
         rows.append((kind, path.name, plan.status, len(plan.waypoints), a, b, through))
         assert through == 0, f"{path.name}: path through a road user"
         if plan.status == "safe_stop":

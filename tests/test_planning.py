@@ -9,7 +9,15 @@ import pytest
 
 from perception.planning import PlannerConfig, PlannerState, plan_frame
 from perception.results import Detection, FrameResult
-from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, arc_centre, straight_centre
+from tests.synthetic_road import (
+    CELL_M,
+    SIM_CAMERA,
+    Car,
+    Road,
+    RoadCamera,
+    arc_centre,
+    straight_centre,
+)
 
 CRUISE = PlannerConfig().cruise_speed_mps
 
@@ -47,6 +55,19 @@ def test_curve(radius):
     if limit < CRUISE:
         assert plan.target_speed_mps == pytest.approx(limit, rel=0.25)
         assert any(r.startswith("curve") for r in plan.reasons)
+
+
+@pytest.mark.parametrize("phase_m", [0.0, 4.5])
+def test_broken_lane_line_does_not_pull_the_path(phase_m):
+    """Left line broken (3 m dashes every 9 m), right line solid: the path stays centred, the
+    gaps are not room to use (they drew it 0.2 m toward the broken line before)."""
+    road = Road(straight_centre(), lanes_left=1)
+    ys = road.origin[1] + np.arange(road.lanes.shape[0]) * CELL_M
+    xs = road.origin[0] + np.arange(road.lanes.shape[1]) * CELL_M
+    road.lanes[np.ix_((ys > 1.5) & (ys < 2.1), np.mod(xs + phase_m, 9.0) >= 3.0)] = 0
+    plan = plan_on(road).plan
+    assert plan.status == "ok"
+    assert np.abs(np.array(plan.waypoints)[:, 1]).max() < 0.1
 
 
 def test_obstacle_ahead_in_lane():
@@ -102,6 +123,7 @@ def test_empty_perception_is_a_safe_stop():
     (None, 0.0, "no perception result"),
     (empty_result(drivable=False), 0.0, "no drivable-area mask (is a segmentation model loaded?)"),
     (empty_result(now=10.0), 10.8, "perception is stale: 0.80 s old (deadline 0.50 s)"),
+    (empty_result(now=float("nan")), 0.0, "perception is stale: nan s old (deadline 0.50 s)"),
 ])
 def test_missing_or_stale_perception(result, now, reason):
     plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=now, speed_mps=10.0).plan
@@ -119,6 +141,24 @@ def test_road_starting_far_ahead_is_not_guessed():
     road = Road(straight_centre(200.0, start=20.0))
     plan = plan_on(road).plan
     assert plan.status == "safe_stop" and plan.reasons == ["no drivable area ahead"]
+
+
+def test_road_user_on_the_road_hidden_by_the_hood_is_not_driven_through():
+    """The road between the bumper and the first drivable row (a hood hides it) is assumed
+    free, except where a detected road user stands: a person 6 m ahead, road seen from 9 m."""
+    result = FrameResult(frame_index=0, source="t", timestamp=0.0, width=640, height=360)
+    horizon = int(SIM_CAMERA.ground_to_pixel(np.array([[200.0, 0.0]]))[0][0, 1]) + 1
+    hood = int(SIM_CAMERA.ground_to_pixel(np.array([[9.0, 0.0]]))[0][0, 1])
+    result.drivable = np.zeros((360, 640), np.uint8)
+    result.drivable[horizon:hood] = 1
+    result.lanes = np.zeros((360, 640), np.uint8)
+    (u, v), = SIM_CAMERA.ground_to_pixel(np.array([[6.0, 0.0]]))[0]
+    result.detections = [Detection(class_id=0, label="person", score=0.9,
+                                   box=(u - 20, v - 150, u + 20, v), category="person")]
+    plan = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=5.0).plan
+    assert [(o.label, round(o.x)) for o in plan.obstacles] == [("person", 6)]
+    clear = plan.obstacles[0].width / 2 + PlannerConfig().half_width_m
+    assert plan.status == "safe_stop" or abs(plan.waypoints[0][1]) > clear
 
 
 def test_safe_stop_brakes_smoothly():

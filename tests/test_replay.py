@@ -46,6 +46,43 @@ def read_mcap(path: Path) -> tuple[dict[str, str], dict[str, list]]:
     return schemas, messages
 
 
+def assert_foxglove_ready(path: Path) -> None:
+    """What Foxglove needs to show the file with no setup: each schema once, with its
+    descriptor; images, calibration and overlay in the camera frame that /tf places on the
+    vehicle frame, where the plan is; every header stamp equal to its message's log time."""
+    from mcap_protobuf.decoder import DecoderFactory
+
+    with open(path, "rb") as file:
+        reader = make_reader(file, decoder_factories=[DecoderFactory()])
+        summary = reader.get_summary()
+        names = [schema.name for schema in summary.schemas.values()]
+        assert len(names) == len(set(names)), names
+        frames: dict[str, set[str]] = {}
+        for _, channel, message, decoded in reader.iter_decoded_messages(
+                topics=[t for t in TOPIC_FRAMES if t != "/perception/result"]):
+            if channel.topic == "/tf":
+                frames.setdefault("/tf", set()).add(
+                    f"{decoded.parent_frame_id}>{decoded.child_frame_id}")
+                stamps = [decoded.timestamp]
+            elif channel.topic == "/perception/plan":
+                frames.setdefault(channel.topic, set()).update(e.frame_id for e in decoded.entities)
+                stamps = [e.timestamp for e in decoded.entities]
+            elif channel.topic == "/perception/annotations":
+                stamps = [a.timestamp for a in [*decoded.points, *decoded.texts]]
+            else:
+                frames.setdefault(channel.topic, set()).add(decoded.frame_id)
+                stamps = [decoded.timestamp]
+            assert {s.seconds * 10**9 + s.nanos for s in stamps} <= {message.log_time}
+    for topic, frame_ids in frames.items():
+        assert frame_ids == {TOPIC_FRAMES[topic]}, topic
+
+
+TOPIC_FRAMES = {"/camera/image": "camera", "/camera/calibration": "camera",
+                "/perception/overlay": "camera", "/perception/annotations": "",
+                "/tf": "base_link>camera", "/perception/plan": "base_link",
+                "/perception/result": ""}
+
+
 def test_recorded_log_holds_images_and_calibration(drive):
     schemas, messages = read_mcap(drive)
     assert schemas["/camera/image"] == "foxglove.CompressedImage"
@@ -80,6 +117,8 @@ def test_replay_round_trip_to_foxglove_mcap_jsonl_and_video(drive, tmp_path, cap
     assert [r.model_dump(mode="json") for r in results] == from_mcap
     assert [r.timestamp for r in results] == pytest.approx([i * 0.04 for i in range(10)])
     assert any(r.detections for r in results), "the Udacity clip has cars in view"
+
+    assert_foxglove_ready(out)
 
     from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
     first = ImageAnnotations.FromString(messages["/perception/annotations"][0].data)
@@ -198,6 +237,7 @@ def test_plan_becomes_a_foxglove_scene_in_the_vehicle_frame(drive, tmp_path):
         assert len(entity.cubes) == len(plan["obstacles"])
         assert {kv.key: kv.value for kv in entity.metadata}["status"] == plan["status"]
     assert any(plan["status"] == "ok" and plan["waypoints"] for plan in plans)
+    assert_foxglove_ready(out)
     mount = FrameTransform.FromString(messages["/tf"][0].data)
     assert (mount.parent_frame_id, mount.child_frame_id) == ("base_link", "camera")
     assert [mount.translation.x, mount.translation.z] == pytest.approx([1.5, 1.2])
@@ -250,6 +290,61 @@ def test_video_without_frames_exits_2_and_writes_nothing(command, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]
 
 
+def test_record_wants_an_mcap_name(video_path, tmp_path, capsys):
+    assert cli(["record", "--video", str(video_path), "--out", str(tmp_path / "log.mp4")]) == 2
+    assert "ends in .mcap" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_in_a_missing_folder_exits_2_before_any_work(drive, tmp_path, capsys):
     assert cli(["replay", str(drive), "--out", str(tmp_path / "no" / "out.mcap")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_folder_with_an_image_that_does_not_decode_exits_3_with_the_frames_before(
+        video_path, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(video_path))
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:02d}.jpg"), capture.read()[1])
+    capture.release()
+    (folder / "03.jpg").write_bytes(b"not a jpeg")
+    jsonl = tmp_path / "out.jsonl"
+    assert cli(["replay", str(folder), "--models", "yolox-nano", "--json", str(jsonl)]) == 3
+    assert "03.jpg could not be decoded" in capsys.readouterr().err
+    assert len(jsonl.read_text().splitlines()) == 3
+
+
+def test_outputs_that_would_overwrite_the_log_are_refused(drive, tmp_path, capsys):
+    before = drive.read_bytes()
+    assert cli(["replay", str(drive), "--out", str(drive)]) == 2
+    assert "would overwrite this log" in capsys.readouterr().err
+    assert cli(["replay", str(drive), "--json", str(tmp_path / "a"), "--video",
+                str(tmp_path / "a")]) == 2
+    assert "share a file name" in capsys.readouterr().err
+    assert cli(["replay", str(drive), str(drive.with_name("other.mcap")), "--out-dir",
+                str(drive.parent)]) == 2
+    assert "would overwrite this log" in capsys.readouterr().err
+    assert drive.read_bytes() == before
+
+
+def test_camera_mount_quaternion_round_trips():
+    """The /tf rotation for real mounts and the 180-degree turns where naive formulas flip."""
+    import numpy as np
+
+    from perception.camera import R_OPTICAL, Mount
+    from perception.foxglove_writer import quaternion
+
+    def matrix(q) -> np.ndarray:
+        x, y, z, w = q.x, q.y, q.z, q.w
+        return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+    turns = [2 * np.outer(n, n) - np.eye(3) for n in (np.array([1, -1, 0]) / np.sqrt(2),
+                                                      np.array([0.0, 0.0, 1.0]))]
+    mounts = [Mount(pitch=p, yaw=y, roll=r).rotation() @ R_OPTICAL
+              for p, y, r in [(0, 0, 0), (8, -3, 1), (-30, 170, 180), (90, 0, 0)]]
+    for rotation in [np.eye(3), *turns, *mounts]:
+        assert matrix(quaternion(rotation)) == pytest.approx(rotation, abs=1e-7)

@@ -114,6 +114,18 @@ def test_route_points_in_the_vehicle_frame() -> None:
     assert facing_east == pytest.approx(np.array([[0.0, 10.0], [10.0, 10.0]]))
 
 
+@pytest.mark.parametrize("text, message", [
+    ("- a list\n", "expected a mapping"),
+    ("wheelbase_m: long\n", "car geometry must be numbers"),
+    ("models: yolox-nano\n", "planning needs a segmentation model .* the models are: yolox-nano$"),
+])
+def test_bad_config_is_a_clear_error(models_mirror, tmp_path, text, message) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(text)
+    with pytest.raises(PerceptionError, match=message):
+        agent_module.PerceptionAgent("127.0.0.1", 2000, False).setup(str(config))
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path) -> None:
     instance = agent_module.PerceptionAgent("127.0.0.1", 2000, False)
     with pytest.raises(PerceptionError, match="agent config .*: no such file"):

@@ -66,6 +66,10 @@ def test_sim_with_real_models_over_fake_frames_records_mcap(models_mirror, tmp_p
     (["--delta", "0.5"], "--delta 0.5: must be in (0, 0.1]"),
     (["--out", "nowhere/run.mcap"], "folder nowhere does not exist"),
     (["--out", "run.txt"], "must end in .mcap"),
+    (["--route", "-5"], "--route -5: must be >= 0 metres"),
+    (["--timeout", "nan"], "--timeout nan: must be > 0"),
+    (["--host", "nosuchhost.invalid", "--timeout", "1"],
+     "no CARLA server answered at nosuchhost.invalid:2613"),
     (["--fake", "straight", "--town", "Town99"], "unknown town 'Town99'"),
     (["--fake", "straight", "--vehicle", "vehicle.none"], "blueprint 'vehicle.none' is not"),
 ])
@@ -76,6 +80,24 @@ def test_bad_input_is_one_line_and_exit_2(arguments, message, capsys, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_models_without_a_detector_plan_degraded_and_without_segmentation_are_refused(
+        models_mirror, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["sim", "--fake", "straight", "--port", "2615", "--models", "yolox-nano"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "planning needs a segmentation model" in err and list(tmp_path.iterdir()) == []
+    code = main(["sim", "--fake", "straight", "--port", "2617", "--models", "twinlitenet",
+                 "--ticks", "3", "--camera", "320x180,90", "--out", "run.mcap"])
+    assert code == 0, capsys.readouterr().err
+    plans = [json.loads(data)["plan"] for data in read_topics("run.mcap")["/perception/result"]]
+    assert len(plans) == 3
+    for plan in plans:  # obstacles unseen: never `ok` at cruise speed
+        assert plan["status"] in {"degraded", "safe_stop"}
+        assert plan["target_speed_mps"] <= 5.0
+    assert any(p["status"] == "degraded" and "no detector" in p["reasons"][0] for p in plans)
 
 
 def test_no_server_with_the_real_client(capsys) -> None:

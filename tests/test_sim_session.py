@@ -86,6 +86,12 @@ def test_real_client_with_no_server_gives_our_message_quickly() -> None:
     assert time.monotonic() - start < 5.0
 
 
+def test_real_client_with_an_unknown_host_gives_our_message() -> None:
+    with pytest.raises(SimError, match="no CARLA server answered at nosuchhost.invalid:2000 "
+                                       ".*Host not found"):
+        connect("nosuchhost.invalid", 2000, timeout_s=1.0)
+
+
 def test_wrong_port(server) -> None:
     before = snapshot(server)
     config = config_for(server, port=config_for(server).port + 1)

@@ -1,0 +1,96 @@
+"""OpenCV augmentations that keep boxes, drivable area and lane lines consistent with the image.
+
+Every random choice comes from the `numpy.random.Generator` passed in, so a run is repeatable
+from its seed. Geometry (crop-and-scale, horizontal flip) is applied to the image, the masks and
+the boxes together; photometric changes (colour, blur) touch the image alone. Flipping mirrors
+lane lines with the road, so left/right stay consistent without any lane bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.data import Sample
+
+MIN_BOX_SIDE = 2.0  # px at output size; smaller boxes after cropping are dropped
+
+
+@dataclass(frozen=True)
+class Augment:
+    min_crop: float = 0.6  # smallest crop side, as a fraction of the frame
+    flip: float = 0.5  # probability
+    hue: float = 8.0  # max shift in OpenCV hue units (0..180)
+    saturation: float = 0.4  # max relative change
+    brightness: float = 0.35
+    contrast: float = 0.3
+    blur: float = 0.2  # probability of a Gaussian blur
+
+
+def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
+                    size: tuple[int, int], flip: bool = False) -> Sample:
+    """Cut `crop` (x, y, w, h in image px) out of a sample and scale it to `size` (w, h)."""
+    x, y, w, h = crop
+    out_w, out_h = size
+    sx, sy = out_w / w, out_h / h
+    # `edges` maps continuous coordinates (a pixel spans [i, i + 1)), as boxes use them;
+    # OpenCV warps pixel centres (integers), hence the half-pixel shift in `matrix`.
+    edges = np.array([[sx, 0, -x * sx], [0, sy, -y * sy]], np.float32)
+    if flip:
+        edges[0] = [-sx, 0, out_w + x * sx]
+    matrix = edges.copy()
+    matrix[:, 2] += 0.5 * (edges[:, 0] + edges[:, 1]) - 0.5
+
+    def warp(pixels: np.ndarray | None, interpolation: int) -> np.ndarray | None:
+        if pixels is None:
+            return None
+        return cv2.warpAffine(pixels, matrix, size, flags=interpolation,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    boxes, classes = sample.boxes, sample.classes
+    if boxes is not None and len(boxes):
+        xs = boxes[:, [0, 2]] * edges[0, 0] + edges[0, 2]
+        ys = boxes[:, [1, 3]] * sy - y * sy
+        boxes = np.stack((xs.min(1), ys[:, 0], xs.max(1), ys[:, 1]), 1)
+        boxes = np.clip(boxes, 0, [out_w, out_h, out_w, out_h]).astype(np.float32)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & \
+               ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
+        boxes, classes = boxes[keep], classes[keep]
+    return Sample(warp(sample.image, cv2.INTER_LINEAR), boxes, classes,
+                  warp(sample.drivable, cv2.INTER_NEAREST), warp(sample.lanes, cv2.INTER_NEAREST))
+
+
+def resize(sample: Sample, size: tuple[int, int]) -> Sample:
+    """The whole frame stretched to `size`, as the runtime feeds the network."""
+    height, width = sample.image.shape[:2]
+    return crop_and_resize(sample, (0, 0, width, height), size)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, config: Augment) -> np.ndarray:
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-config.hue, config.hue)) % 180
+    hsv[..., 1] *= 1 + rng.uniform(-config.saturation, config.saturation)
+    image = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+    alpha = 1 + rng.uniform(-config.contrast, config.contrast)
+    beta = 255 * rng.uniform(-config.brightness, config.brightness) * 0.5
+    image = cv2.convertScaleAbs(image, alpha=alpha, beta=beta + 128 * (1 - alpha))
+    if rng.random() < config.blur:
+        kernel = int(rng.choice([3, 5]))
+        image = cv2.GaussianBlur(image, (kernel, kernel), 0)
+    return image
+
+
+def augment(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
+            config: Augment = Augment()) -> Sample:
+    """A random crop (keeping the frame's aspect within 20 %), flip and colour change."""
+    height, width = sample.image.shape[:2]
+    scale = rng.uniform(config.min_crop, 1.0)
+    crop_w = width * min(1.0, scale * rng.uniform(0.9, 1.1))
+    crop_h = height * min(1.0, scale * rng.uniform(0.9, 1.1))
+    x = rng.uniform(0, width - crop_w)
+    y = rng.uniform(0, height - crop_h)
+    out = crop_and_resize(sample, (x, y, crop_w, crop_h), size, flip=rng.random() < config.flip)
+    out.image = photometric(out.image, rng, config)
+    return out

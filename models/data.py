@@ -1,0 +1,294 @@
+"""Labelled frames on disk: readers for the public formats, and loading one frame with its labels.
+
+A `Record` says where a frame and its labels are; nothing is decoded until `load` is called, so
+a reader over the full BDD100K (70k frames) costs only its label files. Any label may be absent
+(`None`): a KITTI frame has boxes but no masks, a CamVid frame a road mask but no boxes; the
+training loss skips what a frame does not have.
+
+Formats:
+- BDD100K: detection JSON (a list of {"name", "labels": [{"category", "box2d": {x1,y1,x2,y2}}]}),
+  drivable maps `<id>_drivable_id.png` (0 background, 1 ego, 2 alternative), lane masks
+  `<id>.png` (255 background, any other value a lane pixel).
+- KITTI object `label_2/*.txt` (15 fields; type and 2-D box used), KITTI road `gt_image_2`
+  (devkit rule: positive where blue > 0).
+- CamVid SegNet labels (class 3 = road), TuSimple `label_data.json` lane polylines.
+- Our distilled folders (`models/distill.py`): `index.json` + per-frame `.npz` pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.net import CLASSES
+from perception.errors import PerceptionError
+from perception.frames import IMAGE_SUFFIXES, read_image
+
+CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
+KITTI_CLASSES = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "person",
+                 "Person_sitting": "person", "Cyclist": "person"}  # Tram, Misc, DontCare: skip
+BDD_CLASSES = {"pedestrian": "person", "person": "person", "rider": "person",
+               "bicycle": "bicycle", "bike": "bicycle", "car": "car", "motorcycle": "motorcycle",
+               "motor": "motorcycle", "bus": "bus", "truck": "truck",
+               "traffic light": "traffic light"}
+TUSIMPLE_LINE_WIDTH = 8 / 1280  # lane lines are drawn 8 px wide at 1280 px, scaled to the image
+
+
+class DataError(PerceptionError):
+    """A training folder or label file that cannot be used; the message says which and why."""
+
+
+@dataclass
+class Mask:
+    """Where a binary mask comes from: a file and the rule that turns its pixels into 0/1."""
+
+    path: Path
+    rule: str  # "nonzero", "class:N", "not:N", "blue", "npz:KEY"
+
+
+@dataclass
+class Record:
+    """One frame on disk with whatever labels exist for it."""
+
+    image: Path
+    source: str  # the video, sequence or dataset it belongs to (splits never cut a source)
+    boxes: np.ndarray | None = None  # (K, 4) x1 y1 x2 y2 in image pixels
+    classes: np.ndarray | None = None  # (K,) indices into CLASSES
+    drivable: Mask | None = None
+    lanes: Mask | None = None
+    lane_points: list[np.ndarray] | None = None  # TuSimple polylines (image pixels)
+
+
+@dataclass
+class Sample:
+    """A loaded frame: BGR uint8 image, boxes and 0/1 masks at image size (None = unlabelled)."""
+
+    image: np.ndarray
+    boxes: np.ndarray | None
+    classes: np.ndarray | None
+    drivable: np.ndarray | None
+    lanes: np.ndarray | None
+
+
+def read_mask(mask: Mask, size: tuple[int, int]) -> np.ndarray:
+    """The 0/1 uint8 mask at `size` (width, height), by the mask's rule."""
+    if mask.rule.startswith("npz:"):
+        with np.load(mask.path) as data:
+            pixels = data[mask.rule[4:]]
+    else:
+        pixels = cv2.imread(str(mask.path), cv2.IMREAD_UNCHANGED)
+        if pixels is None:
+            raise DataError(f"{mask.path}: label mask missing or not an image")
+    if mask.rule == "blue":  # OpenCV reads BGR: blue is channel 0
+        binary = pixels[..., 0] > 0
+    elif mask.rule.startswith("class:"):
+        binary = pixels == int(mask.rule[6:])
+    elif mask.rule.startswith("not:"):
+        binary = pixels != int(mask.rule[4:])
+    else:
+        binary = pixels > 0
+    binary = binary.astype(np.uint8)
+    if binary.ndim != 2:
+        raise DataError(f"{mask.path}: expected a single-channel mask for rule {mask.rule!r}")
+    if binary.shape[::-1] != size:
+        binary = cv2.resize(binary, size, interpolation=cv2.INTER_NEAREST)
+    return binary
+
+
+def draw_lanes(points: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Lane polylines (image pixels) drawn as a 0/1 mask of `size` (width, height)."""
+    width, height = size
+    mask = np.zeros((height, width), np.uint8)
+    thickness = max(1, round(TUSIMPLE_LINE_WIDTH * width))
+    for line in points:
+        cv2.polylines(mask, [np.round(line).astype(np.int32)], False, 1, thickness)
+    return mask
+
+
+def load(record: Record) -> Sample:
+    image = read_image(record.image)
+    size = (image.shape[1], image.shape[0])
+    lanes = read_mask(record.lanes, size) if record.lanes else None
+    if record.lane_points is not None:
+        lanes = draw_lanes(record.lane_points, size)
+    boxes = record.boxes
+    if boxes is not None:
+        boxes = np.clip(boxes, 0, [size[0], size[1], size[0], size[1]]).astype(np.float32)
+    return Sample(image, boxes, record.classes,
+                  read_mask(record.drivable, size) if record.drivable else None, lanes)
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def _box_arrays(boxes: list[list[float]], classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64))
+
+
+def parse_kitti_label(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    boxes, classes = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) not in (15, 16):  # 16 with a score (detection results)
+            raise DataError(f"{path}:{number}: a KITTI label line has 15 fields, got "
+                            f"{len(fields)}")
+        try:
+            box = [float(v) for v in fields[4:8]]
+        except ValueError as error:
+            raise DataError(f"{path}:{number}: box fields are not numbers ({error})") from error
+        if fields[0] in KITTI_CLASSES:
+            boxes.append(box)
+            classes.append(CLASS_ID[KITTI_CLASSES[fields[0]]])
+    return _box_arrays(boxes, classes)
+
+
+def read_kitti(folder: Path, source: str = "kitti") -> list[Record]:
+    """A KITTI object folder: `image_2/NNNNNN.png` with `label_2/NNNNNN.txt`."""
+    records = []
+    for image in _images(folder / "image_2"):
+        label = folder / "label_2" / f"{image.stem}.txt"
+        if not label.is_file():
+            raise DataError(f"{label}: missing (every image of {folder / 'image_2'} needs one)")
+        boxes, classes = parse_kitti_label(label)
+        records.append(Record(image, f"{source}/{image.stem}", boxes, classes))
+    return records
+
+
+def read_bdd(images: Path, detections: Path | None = None, drivable: Path | None = None,
+             lanes: Path | None = None) -> list[Record]:
+    """BDD100K: an image folder plus any of detection JSON, drivable maps, lane masks."""
+    labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if detections is not None:
+        try:
+            entries = json.loads(detections.read_text())
+        except (OSError, ValueError) as error:
+            raise DataError(f"{detections}: not a readable BDD100K detection JSON ({error})") \
+                from error
+        if not isinstance(entries, list):
+            raise DataError(f"{detections}: expected a list of frames, "
+                            f"got {type(entries).__name__}")
+        for entry in entries:
+            try:
+                pairs = [([lab["box2d"][k] for k in ("x1", "y1", "x2", "y2")],
+                          CLASS_ID[BDD_CLASSES[lab["category"]]])
+                         for lab in entry.get("labels") or []
+                         if "box2d" in lab and lab.get("category") in BDD_CLASSES]
+                labels[entry["name"]] = _box_arrays([p[0] for p in pairs], [p[1] for p in pairs])
+            except (KeyError, TypeError) as error:
+                raise DataError(f"{detections}: frame {entry.get('name', '?')!r} is not in the "
+                                f"BDD100K detection format (missing {error})") from error
+    records = []
+    for image in _images(images):
+        boxes, classes = labels.get(image.name, (None, None))
+        if detections is not None and boxes is None:
+            continue  # a frame without box labels in a box-labelled set is not a negative
+        record = Record(image, f"bdd/{image.stem}", boxes, classes)
+        if drivable is not None:
+            path = drivable / f"{image.stem}_drivable_id.png"
+            record.drivable = Mask(path, "nonzero") if path.is_file() else None
+        if lanes is not None:
+            path = lanes / f"{image.stem}.png"
+            record.lanes = Mask(path, "not:255") if path.is_file() else None
+        records.append(record)
+    if not records:
+        raise DataError(f"{images}: no image matches the given BDD100K labels")
+    return records
+
+
+def read_tusimple(folder: Path, source: str = "tusimple") -> list[Record]:
+    """A TuSimple folder with `label_data.json` (one JSON object per line)."""
+    path = folder / "label_data.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            rows = np.asarray(entry["h_samples"], np.float32)
+            lanes = [np.stack((np.asarray(xs, np.float32), rows), 1) for xs in entry["lanes"]]
+            raw_file = entry["raw_file"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise DataError(f"{path}:{number}: not a TuSimple label line ({error})") from error
+        image = folder / raw_file
+        lanes = [lane[lane[:, 0] >= 0] for lane in lanes]
+        if not image.is_file():
+            raise DataError(f"{image}: missing (named in {path}:{number})")
+        clip = Path(raw_file).parent.parent.name or folder.name
+        records.append(Record(image, f"{source}/{clip}", lane_points=[x for x in lanes if len(x)]))
+    if not records:
+        raise DataError(f"{path}: holds no labelled frame")
+    return records
+
+
+def read_camvid_road(folder: Path) -> list[Record]:
+    """SegNet CamVid: `images/*.png` with `labels/*.png` (class 3 = road)."""
+    return [Record(image, f"camvid/{image.stem.split('_')[0]}",
+                   drivable=Mask(folder / "labels" / image.name, "class:3"))
+            for image in _images(folder / "images")]
+
+
+def read_kitti_road(folder: Path) -> list[Record]:
+    """KITTI road: `image_2/um_N.png` with `gt_image_2/um_road_N.png` (positive: blue)."""
+    records = []
+    for image in _images(folder / "image_2"):
+        category, number = image.stem.split("_")
+        records.append(Record(image, f"kitti_road/{image.stem}",
+                              drivable=Mask(folder / "gt_image_2" / f"{category}_road_{number}.png",
+                                            "blue")))
+    return records
+
+
+def read_distilled(folder: Path, split: str | None = None) -> list[Record]:
+    """A folder written by `models/distill.py`: frames with teacher pseudo-labels."""
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise DataError(f"{folder}: no index.json; is this a folder written by "
+                        "`python -m models.distill`?")
+    try:
+        index = json.loads(index_path.read_text())
+        frames = index["frames"]
+    except (ValueError, KeyError) as error:
+        raise DataError(f"{index_path}: not a distilled-frames index ({error})") from error
+    records = []
+    for frame in frames:
+        if split and frame["split"] != split:
+            continue
+        labels = folder / frame["labels"]
+        if not labels.is_file():
+            raise DataError(f"{labels}: missing (listed in {index_path})")
+        with np.load(labels) as data:
+            boxes, classes = data["boxes"], data["classes"].astype(np.int64)
+        records.append(Record(folder / frame["image"], frame["source"], boxes, classes,
+                              Mask(labels, "npz:drivable"), Mask(labels, "npz:lanes")))
+    if not records:
+        raise DataError(f"{index_path}: no frame in split {split!r}")
+    return records
+
+
+def labeled_assets(drives: Path) -> dict[str, list[Record]]:
+    """The ground-truth samples of the shared assets (MANIFEST sections 2.4 and 5.1-5.5)."""
+    labeled = drives / "labeled"
+    kitti = read_kitti(drives / "kitti_object") + read_kitti(labeled / "kitti_object_cropped")
+    return {
+        "kitti_boxes": kitti,
+        "camvid_road": read_camvid_road(labeled / "camvid_road"),
+        "bdd_drivable": read_bdd(drives / "bdd100k_frames" / "yolop",
+                                 drivable=labeled / "bdd100k_drivable"),
+        "kitti_road": read_kitti_road(labeled / "kitti_road"),
+        "tusimple_lanes": read_tusimple(labeled / "tusimple" / "sample_512x288")
+        + read_tusimple(labeled / "tusimple" / "lanenet_examples"),
+    }

@@ -1,0 +1,82 @@
+"""`perception export`: ONNX with a dynamic batch and its spec in the metadata, fp16 and INT8
+(calibrated on real frames) variants, PyTorch parity, and refusals that leave files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.export import parity
+from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
+from models.train import build_net, load_checkpoint, save_checkpoint
+from models.zoo import spec_from_onnx
+from perception.cli import main as cli_main
+from perception.inference import OnnxModel
+
+CONFIG = NetConfig(width=96, height=64)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    net = MultiTaskNet(CONFIG)
+    path = tmp_path_factory.mktemp("run") / "last.pt"
+    save_checkpoint(path, {"architecture": ARCHITECTURE, "config": CONFIG.to_dict(), "step": 0,
+                           "ema": net.state_dict()})
+    return path
+
+
+def export(*options: str) -> int:
+    return cli_main(["export", *options])
+
+
+def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lite.onnx"
+    calibration = drives / "udacity_lanelines_p1"
+    assert export("--checkpoint", str(checkpoint), "--out", str(out), "--fp16", "--int8",
+                  "--torch", "--calibration", str(calibration),
+                  "--calibration-frames", "4") == 0
+    model = onnx.load(str(out))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    net = build_net(load_checkpoint(checkpoint))
+    assert parity(net, out, batch=3) < 1e-3
+    batch = np.random.default_rng(0).random((3, 3, 64, 96), np.float32)
+    reference = OnnxModel(out, providers=["CPUExecutionProvider"], threads=1).run(batch)
+    for variant in ("lite.fp16.onnx", "lite.int8.onnx"):
+        runtime = OnnxModel(tmp_path / variant, providers=["CPUExecutionProvider"], threads=1)
+        spec, _ = spec_from_onnx(tmp_path / variant)
+        assert spec.decoder == "multitask" and spec.file == variant
+        outputs = runtime.run(batch)
+        assert [o.shape for o in outputs] == [r.shape for r in reference]
+        assert np.abs(outputs[1] - reference[1]).mean() < 0.1  # drivable probabilities
+    assert (tmp_path / "lite.int8.onnx").stat().st_size < out.stat().st_size
+    assert load_checkpoint(tmp_path / "lite.pt")["config"] == CONFIG.to_dict()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "lite.onnx"
+    out.write_bytes(b"previous export")
+    empty = tmp_path / "empty.pt"
+    save_checkpoint(empty, {"architecture": ARCHITECTURE, "config": CONFIG.to_dict(),
+                            "step": 0})
+    assert export("--checkpoint", str(empty), "--out", str(out)) == 2
+    assert "no 'ema' weights" in capsys.readouterr().err
+    assert export("--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    assert export("--checkpoint", str(tmp_path / "garbage.pt"), "--out", str(out)) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8") == 2
+    assert "--calibration" in capsys.readouterr().err
+    assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8",
+                  "--calibration", str(tmp_path / "nowhere")) == 2
+    assert "no calibration images" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "garbage.pt", "lite.onnx"]

@@ -1,0 +1,169 @@
+"""Readers, augmentations, distillation and the training loop, on real frames at tiny sizes.
+
+The distilled folder is made by the real teachers (yolox-nano + twinlitenet from the shared
+models) on five real frames; training runs a few steps at 96x64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.augment import augment, crop_and_resize
+from models.data import DataError, Sample, labeled_assets, read_kitti
+from models.distill import distill, plan
+from models.train import CheckpointError, add_arguments, load_checkpoint
+from perception.cli import main as cli_main
+
+TINY = ["--width", "96", "--height", "64", "--batch", "2", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_drives(drives: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A drives folder with the shared layout and a handful of frames (symlinks)."""
+    root = tmp_path_factory.mktemp("drives")
+    picks = ["unlabeled/camvid_cambridge/0016E5_00390.jpg",
+             "unlabeled/camvid_cambridge/0016E5_05250.jpg",
+             "unlabeled/nuscenes_boston/a_000001.jpg",
+             "unlabeled/camvid_cambridge/0006R0_f00930.jpg",
+             "bdd100k_frames/yolop/0ace96c3-48481887.jpg"]
+    for pick in picks:
+        target = root / pick
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(drives / pick)
+    return root
+
+
+@pytest.fixture(scope="module")
+def distilled(tiny_drives: Path, models_mirror: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("distilled")
+    out = base / "frames"
+    distill(tiny_drives, out, base / "cache")
+    return out
+
+
+def train_cli(*options: str) -> int:
+    return cli_main(["train", *options])
+
+
+def test_labeled_assets_match_the_manifest(drives: Path) -> None:
+    sets = labeled_assets(drives)
+    assert {k: len(v) for k, v in sets.items()} == {
+        "kitti_boxes": 21, "camvid_road": 30, "bdd_drivable": 6, "kitti_road": 2,
+        "tusimple_lanes": 16}
+
+
+def test_distilled_split_by_source_and_cached(distilled: Path, tiny_drives: Path) -> None:
+    index = json.loads((distilled / "index.json").read_text())
+    splits = {f["source"]: f["split"] for f in index["frames"]}
+    assert splits["camvid/0016E5"] == "train" and splits["camvid/0006R0"] == "val"
+    assert splits["bdd/0ace96c3-48481887"] == "val"  # has ground truth: held out
+    with np.load(distilled / index["frames"][0]["labels"]) as labels:
+        assert labels["drivable"].shape == (360, 640) and labels["drivable"].any()
+    cache = distilled.parent / "cache"
+    stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    distill(tiny_drives, distilled.parent / "again", cache)  # all cached: nothing relabelled
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    refs = plan(tiny_drives)
+    assert len({(r.source, r.split) for r in refs}) == len({r.source for r in refs})
+
+
+def test_augment_keeps_boxes_masks_and_lanes_together() -> None:
+    image = np.zeros((90, 160, 3), np.uint8)
+    mask = np.zeros((90, 160), np.uint8)
+    mask[30:60, 100:140] = 1
+    sample = Sample(image, np.array([[100, 30, 140, 60]], np.float32), np.array([2]),
+                    mask, mask.copy())
+    for seed in range(20):
+        out = augment(sample, (96, 64), np.random.default_rng(seed))
+        again = augment(sample, (96, 64), np.random.default_rng(seed))
+        assert np.array_equal(out.image, again.image)  # seedable
+        ys, xs = np.nonzero(out.drivable)
+        if len(out.boxes) == 0:
+            assert len(xs) == 0 or (xs.max() - xs.min() < 3 or ys.max() - ys.min() < 3)
+            continue
+        assert np.array_equal(out.drivable, out.lanes)
+        x1, y1, x2, y2 = out.boxes[0]
+        assert abs(xs.min() - x1) <= 1.5 and abs(xs.max() + 1 - x2) <= 1.5
+        assert abs(ys.min() - y1) <= 1.5 and abs(ys.max() + 1 - y2) <= 1.5
+    flipped = crop_and_resize(sample, (0, 0, 160, 90), (160, 90), flip=True)
+    assert flipped.boxes[0].tolist() == [20, 30, 60, 60] and flipped.drivable[30:60, 20:60].all()
+
+
+def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_cli("--data", str(distilled), "--out", str(straight), "--steps", "4",
+                     "--eval-every", "4", *TINY) == 0
+    assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "2", *TINY) == 0
+    assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "4", "--resume",
+                     *TINY) == 0
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+    assert set(a["metrics"]) == {"val/drivable_iou", "val/lane_iou", "val/box_map50"}
+    assert any((straight / "tb").iterdir())
+
+
+def test_mixed_supervised_labels_train(distilled: Path, drives: Path, tmp_path: Path) -> None:
+    kitti = tmp_path / "kitti"
+    for part, suffix in (("image_2", ".png"), ("label_2", ".txt")):
+        (kitti / part).mkdir(parents=True)
+        (kitti / part / f"000004{suffix}").symlink_to(
+            drives / "labeled" / "kitti_object_cropped" / part / f"000004{suffix}")
+    assert train_cli("--data", str(distilled), "--kitti", str(kitti), "--out",
+                     str(tmp_path / "run"), "--steps", "2", "--supervised-weight", "2", *TINY) == 0
+
+
+def test_empty_or_mislabelled_folders_are_refused(tmp_path: Path, drives: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train_cli("--data", str(empty), "--out", str(tmp_path / "r1"), *TINY) == 2
+    assert "index.json" in capsys.readouterr().err
+    assert train_cli("--kitti", str(empty), "--out", str(tmp_path / "r2"), *TINY) == 2
+    assert "no such folder" in capsys.readouterr().err
+    kitti = tmp_path / "kitti"
+    (kitti / "label_2").mkdir(parents=True)
+    (kitti / "image_2").mkdir()
+    (kitti / "image_2" / "000000.png").symlink_to(drives / "kitti_object/image_2/000000.png")
+    (kitti / "label_2" / "000000.txt").write_text("Car 0 0 -1.5 10 20 30\n")
+    with pytest.raises(DataError, match=r"000000.txt:1: a KITTI label line has 15 fields"):
+        read_kitti(kitti)
+    (kitti / "label_2" / "000000.txt").unlink()
+    with pytest.raises(DataError, match="missing"):
+        read_kitti(kitti)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    foreign = run / "last.pt"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, foreign)
+    before = foreign.read_bytes()
+    assert train_cli("--data", str(distilled), "--out", str(run), "--resume", *TINY) == 2
+    assert "architecture" in capsys.readouterr().err
+    assert train_cli("--data", str(distilled), "--out", str(run), *TINY) == 2  # no --resume
+    assert "nothing was overwritten" in capsys.readouterr().err
+    assert foreign.read_bytes() == before
+    other = tmp_path / "other"
+    assert train_cli("--data", str(distilled), "--out", str(other), "--steps", "1", *TINY) == 0
+    with pytest.raises(CheckpointError, match="differs"):
+        from models.net import NetConfig
+        load_checkpoint(other / "last.pt", NetConfig(width=128, height=64))
+
+
+def test_arguments_parse() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", "x", "--data", "a", "--data", "b"])
+    assert args.data == [Path("a"), Path("b")] and args.device == "auto"
