@@ -23,6 +23,7 @@ from perception.decode import decode_detections, decode_twinlitenet
 from perception.frames import Frame
 from perception.inference import OnnxModel
 from perception.modelspec import ModelSpec
+from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
 from perception.results import Detection, FrameResult
 
@@ -58,11 +59,13 @@ class LoadedModel:
         raw = self.onnx.run(batch)
         t2 = time.perf_counter()
         detections = drivable = lanes = [None] * len(frames)
+        outputs = dict(zip(self.onnx.output_names, raw, strict=True))
+        sizes = [(f.width, f.height) for f in frames]
         if self.spec.decoder == "twinlitenet":
-            outputs = dict(zip(self.onnx.output_names, raw, strict=True))
             drivable, lanes = decode_twinlitenet(outputs["da"], outputs["ll"])
+        elif self.spec.decoder == "multitask":
+            detections, drivable, lanes = decode_multitask(outputs, self.spec, placements, sizes)
         else:
-            sizes = [(f.width, f.height) for f in frames]
             detections = decode_detections(raw, self.spec, placements, sizes)
         t3 = time.perf_counter()
         timings = {f"{name}/preprocess": (t1 - t0) * 1e3, f"{name}/inference": (t2 - t1) * 1e3,

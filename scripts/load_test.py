@@ -4,7 +4,9 @@ Starts the real server twice as subprocesses (`--max-batch 8` and `--max-batch 1
 models), drives each with N concurrent HTTP clients posting real JPEG frames for a fixed time,
 and prints requests/s, p50/p99 latency and errors per level, then the batching-on/off ratio.
 With `--soak-s`, it then runs a soak at `--soak-clients` on the batching server and reports
-errors and the server's resident-memory growth. It stops by itself.
+errors and the server's resident-memory growth, measured from a baseline taken after
+`--soak-warm-s` of the same load (ONNX Runtime's arenas grow to the largest batch first). It
+stops by itself.
 
     PERCEPTION_MODELS_MIRROR=../shared/assets/models \
     python scripts/load_test.py --duration-s 20 --clients 1,4,16 --soak-s 600
@@ -75,7 +77,9 @@ class Server:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server (max-batch {max_batch}) did not start")
+                self.process.kill()  # never leave a half-started server behind
+                raise SystemExit(f"server (max-batch {max_batch}) did not become ready in "
+                                 "120 s (are the models in the cache or the mirror?)")
             time.sleep(0.3)
 
     def stop(self) -> None:
@@ -88,7 +92,8 @@ class Server:
 
 async def drive(base: str, images: list[bytes], clients: int, seconds: float, query: str
                 ) -> tuple[list[float], int]:
-    """`clients` concurrent loops posting images until `seconds` pass; latencies and errors."""
+    """`clients` concurrent loops posting images for `seconds`: the latencies of the requests
+    that completed within that time, and the number of errors."""
     latencies: list[float] = []
     errors = 0
     stop_at = time.monotonic() + seconds
@@ -104,7 +109,8 @@ async def drive(base: str, images: list[bytes], clients: int, seconds: float, qu
                                            headers={"content-type": "image/jpeg"})
                 response.raise_for_status()
                 response.json()
-                latencies.append(time.perf_counter() - started)
+                if time.monotonic() <= stop_at:  # requests draining after the window don't count
+                    latencies.append(time.perf_counter() - started)
             except (httpx.HTTPError, ValueError):
                 errors += 1
             i += 1
@@ -117,12 +123,10 @@ async def drive(base: str, images: list[bytes], clients: int, seconds: float, qu
 
 def measure(base: str, mode: str, images: list[bytes], clients: int, seconds: float,
             query: str) -> Level:
-    started = time.monotonic()
     latencies, errors = asyncio.run(drive(base, images, clients, seconds, query))
-    elapsed = time.monotonic() - started  # includes the requests still finishing at the end
     ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-    return Level(mode, clients, round(elapsed, 1), len(latencies), errors,
-                 round(len(latencies) / elapsed, 2), round(float(np.percentile(ms, 50)), 1),
+    return Level(mode, clients, seconds, len(latencies), errors,
+                 round(len(latencies) / seconds, 2), round(float(np.percentile(ms, 50)), 1),
                  round(float(np.percentile(ms, 99)), 1))
 
 
@@ -133,12 +137,17 @@ def main() -> int:
     parser.add_argument("--models", default="yolox-nano,twinlitenet")
     parser.add_argument("--clients", default="1,4,16", help="comma list of client counts")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per level")
-    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--warmup-s", type=float, default=15.0,
+                        help="load at the most clients before measuring (ONNX Runtime is slow "
+                             "on the first run of each new batch size)")
     parser.add_argument("--max-batch", type=int, default=8, help="batch size with batching on")
     parser.add_argument("--max-delay-ms", type=float, default=5.0)
     parser.add_argument("--outputs", default="detections,masks")
     parser.add_argument("--soak-s", type=float, default=0.0, help="soak length (0: no soak)")
     parser.add_argument("--soak-clients", type=int, default=16)
+    parser.add_argument("--soak-warm-s", type=float, default=60.0,
+                        help="load before the soak's baseline RSS is taken (arenas and caches "
+                             "settle)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -162,7 +171,8 @@ def main() -> int:
                       f"p50 {level.p50_ms:7.1f} ms  p99 {level.p99_ms:7.1f} ms  "
                       f"errors {level.errors}", flush=True)
             if mode == "batching on" and args.soak_s > 0:
-                soak = run_soak(server, images, args.soak_clients, args.soak_s, query)
+                soak = run_soak(server, images, args.soak_clients, args.soak_s,
+                                args.soak_warm_s, query)
         finally:
             server.stop()
 
@@ -176,7 +186,9 @@ def main() -> int:
         print(f"throughput ratio on/off at {clients} clients: {on.rps / off.rps:.2f}x")
     if soak:
         print(f"soak: {soak['clients']} clients for {soak['seconds']} s: {soak['ok']} requests, "
-              f"{soak['errors']} errors, {soak['rps']} req/s, RSS {soak['rss_start_mb']} -> "
+              f"{soak['errors']} errors, {soak['rps']} req/s, RSS (after "
+              f"{args.soak_warm_s:g} s warm-up, from {soak['rss_before_warm_mb']} MB) "
+              f"{soak['rss_start_mb']} -> "
               f"{soak['rss_end_mb']} MB ({soak['rss_growth_pct']:+.1f}%), "
               f"max {soak['rss_max_mb']} MB")
     if args.json:
@@ -185,10 +197,12 @@ def main() -> int:
     return 0
 
 
-def run_soak(server: Server, images: list[bytes], clients: int, seconds: float,
+def run_soak(server: Server, images: list[bytes], clients: int, seconds: float, warm_s: float,
              query: str) -> dict:
-    """Clients for `seconds`, sampling the server's RSS every 10 s."""
+    """`warm_s` of load, then the baseline RSS, then `seconds` of load sampling RSS every 10 s."""
     pid = server.process.pid
+    before_warm = rss_mb(pid)
+    asyncio.run(drive(server.base, images, clients, warm_s, query))
     start_rss = rss_mb(pid)
     samples = [start_rss]
     ok = errors = 0
@@ -198,9 +212,10 @@ def run_soak(server: Server, images: list[bytes], clients: int, seconds: float,
         latencies, failed = asyncio.run(drive(server.base, images, clients, chunk, query))
         ok, errors = ok + len(latencies), errors + failed
         samples.append(rss_mb(pid))
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - started  # a little over `seconds`: each chunk drains
     return {"clients": clients, "seconds": round(elapsed), "ok": ok, "errors": errors,
-            "rps": round(ok / elapsed, 2), "rss_start_mb": round(start_rss, 1),
+            "rps": round(ok / elapsed, 2), "rss_before_warm_mb": round(before_warm, 1),
+            "rss_start_mb": round(start_rss, 1),
             "rss_end_mb": round(samples[-1], 1), "rss_max_mb": round(max(samples), 1),
             "rss_growth_pct": round(100 * (samples[-1] - start_rss) / start_rss, 2)}
 

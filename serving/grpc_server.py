@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from perception.errors import PerceptionError
+from perception.planning import PlannerState
 from serving.batcher import DeadlineExceeded
 from serving.proto import perception_pb2, perception_pb2_grpc
 from serving.service import RequestError, Service, key_ok
@@ -55,7 +56,7 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
                  context: grpc.ServicerContext) -> perception_pb2.PerceiveResponse:
         route = f"/{SERVICE_NAME}/Perceive"
         try:
-            response = self._one(request, context)
+            response, _ = self._one(request, context)
         except RequestError as error:
             self._count(route, status_code(error))
             context.abort(status_code(error), error.message)
@@ -67,6 +68,7 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
         """Answer in order; while one image is processed only the newest waiting one is kept."""
         state: dict[str, Any] = {"latest": None, "dropped": 0, "done": False}
         changed = threading.Condition()
+        planner: PlannerState | None = None  # the plan carries over from frame to frame
 
         def read() -> None:
             sequence = 0
@@ -95,7 +97,7 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
                 (sequence, request), state["latest"] = state["latest"], None
                 skipped, state["dropped"] = state["dropped"], 0
             try:
-                response = self._one(request, context, index=sequence)
+                response, planner = self._one(request, context, sequence, planner)
             except RequestError as error:
                 response = perception_pb2.PerceiveResponse(error=error.message)
             response.sequence, response.dropped = sequence, skipped
@@ -103,7 +105,8 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
         self._count(f"/{SERVICE_NAME}/StreamPerceive", grpc.StatusCode.OK)
 
     def _one(self, request: perception_pb2.PerceiveRequest, context: grpc.ServicerContext,
-             index: int | None = None) -> perception_pb2.PerceiveResponse:
+             index: int | None = None, planner: PlannerState | None = None
+             ) -> tuple[perception_pb2.PerceiveResponse, PlannerState | None]:
         service = self.service
         options = service.options(list(request.outputs), request.mask_encoding or None,
                                   request.camera or None)
@@ -117,7 +120,8 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
             future.cancel()
             service.metrics.dropped.labels(reason="deadline").inc()
             raise RequestError(504, f"no result within {timeout:.3g} s") from None
-        return to_proto(service.render(result, options))
+        body, planner = service.render(result, options, planner)
+        return to_proto(body), planner
 
     def _count(self, route: str, code: grpc.StatusCode) -> None:
         self.service.metrics.requests.labels(route=route, code=code.name).inc()

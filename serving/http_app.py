@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from perception.results import Detection, Masks
+from perception.planning import PlannerState
+from perception.results import FrameResult
 from serving.batcher import DeadlineExceeded
 from serving.service import (
     DEFAULT_OUTPUTS,
@@ -60,17 +61,9 @@ class Bev(BaseModel):
     y_range: tuple[float, float] = Field(description="metres, y left (vehicle frame)")
 
 
-class PerceiveResponse(BaseModel):
-    frame_index: int
-    source: str
-    timestamp: float
-    width: int
-    height: int
-    detections: list[Detection]
-    timings_ms: dict[str, float]
-    models: list[str]
-    masks: Masks | None = None
-    plan: dict[str, Any] | None = None
+class PerceiveResponse(FrameResult):
+    """The result schema, plus the bird's-eye picture when `outputs` has `bev`."""
+
     bev: Bev | None = None
 
 
@@ -307,7 +300,8 @@ def create_app(service: Service, static_dir: Path = STATIC) -> FastAPI:
                                     "image/jpeg, image/png or multipart/form-data")
         options = service.options(outputs, mask_encoding, camera)
         data = await _read_image_bytes(request, content_type)
-        return JSONResponse(await _perceive(service, data, options, "http"))
+        body, _ = await _perceive(service, data, options, "http")
+        return JSONResponse(body)
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket, outputs: str = ",".join(DEFAULT_OUTPUTS),
@@ -360,8 +354,9 @@ async def _read_image_bytes(request: Request, content_type: str) -> bytes:
 
 
 async def _perceive(service: Service, data: bytes, options: Options, source: str,
-                    index: int | None = None) -> dict[str, Any]:
-    """Check, decode, batch, render: one image through the shared batcher."""
+                    index: int | None = None, planner: PlannerState | None = None
+                    ) -> tuple[dict[str, Any], PlannerState | None]:
+    """Check, decode, batch, render (and plan): one image through the shared batcher."""
     t0 = time.perf_counter()
     image = await run_in_threadpool(service.check_image, data)
     t1 = time.perf_counter()
@@ -374,13 +369,13 @@ async def _perceive(service: Service, data: bytes, options: Options, source: str
         raise RequestError(504, f"no result within {service.config.request_timeout_s:g} s") \
             from None
     t2 = time.perf_counter()
-    body = await run_in_threadpool(service.render, result, options)
+    body, planner = await run_in_threadpool(service.render, result, options, planner)
     t3 = time.perf_counter()
     body["timings_ms"]["image_decode"] = (t1 - t0) * 1e3
     body["timings_ms"]["render"] = (t3 - t2) * 1e3
     service.metrics.stage_seconds.labels(stage="image_decode").observe(t1 - t0)
     service.metrics.stage_seconds.labels(stage="render").observe(t3 - t2)
-    return body
+    return body, planner
 
 
 async def _serve_stream(service: Service, websocket: WebSocket, options: Options) -> None:
@@ -389,6 +384,7 @@ async def _serve_stream(service: Service, websocket: WebSocket, options: Options
     dropped = 0
     arrived = asyncio.Event()
     closed = False
+    planner: PlannerState | None = None  # the plan of one stream carries over frame to frame
 
     async def receive() -> None:
         nonlocal latest, dropped, closed
@@ -422,7 +418,8 @@ async def _serve_stream(service: Service, websocket: WebSocket, options: Options
             try:
                 if payload is None:
                     raise RequestError(400, "send frames as binary JPEG/PNG messages")
-                answer = await _perceive(service, payload, options, "ws", index=sequence)
+                answer, planner = await _perceive(service, payload, options, "ws", sequence,
+                                                  planner)
                 answer.update(sequence=sequence, dropped=skipped)
             except RequestError as error:
                 answer = {"error": error.message, "status": error.status, "sequence": sequence,

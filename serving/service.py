@@ -21,8 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from perception.bev import bev_payload
+from perception.camera import CameraModel, load_camera
+from perception.errors import PerceptionError
 from perception.frames import Frame, SourceError, decode_image
 from perception.modelspec import ModelSpec
+from perception.planning import PlannerState, plan_frame
 from perception.results import FrameResult
 from serving.batcher import Batcher, BatchStats, QueueFull, ShuttingDown
 from serving.metrics import Metrics
@@ -137,6 +141,8 @@ class Service:
         self.config = config
         self.make_perceiver = make_perceiver
         self.metrics = metrics or Metrics()
+        self.cameras: dict[str, CameraModel] = {  # a bad camera file fails here, at startup
+            name: load_camera(path) for name, path in config.cameras.items()}
         self.perceiver: PerceiverLike | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
@@ -196,13 +202,13 @@ class Service:
         if encoding not in MASK_ENCODINGS:
             raise RequestError(400, f"mask_encoding {encoding!r} is not one of "
                                     f"{', '.join(MASK_ENCODINGS)}")
-        if camera and camera not in self.config.cameras:
-            known = ", ".join(self.config.cameras) or "none were configured"
+        if camera and camera not in self.cameras:
+            known = ", ".join(self.cameras) or "none were configured"
             raise RequestError(400, f"unknown camera {camera!r} (cameras: {known})")
-        if chosen & {"plan", "bev"}:
-            raise RequestError(400, "plan and bev outputs need a camera (--camera) and the "
-                                    "planning module, which this server does not have yet")
-        return Options(frozenset(chosen), encoding, camera)
+        if chosen & {"plan", "bev"} and not self.cameras:
+            raise RequestError(400, "plan and bev outputs need a camera: start the server with "
+                                    "--camera NAME=camera.yaml")
+        return Options(frozenset(chosen), encoding, camera or next(iter(self.cameras), None))
 
     def check_image(self, data: bytes) -> np.ndarray:
         """Bytes -> BGR image, refusing oversized dimensions before the pixels are decoded."""
@@ -224,7 +230,7 @@ class Service:
 
     def submit(self, image: np.ndarray, source: str, index: int | None = None) -> Future:
         """Queue one image on the batcher; the future resolves to its FrameResult."""
-        if not self.ready or self.batcher is None:
+        if self.batcher is None:  # created once the models are loaded and warm
             raise RequestError(503, "models are loading", {"Retry-After": "1"})
         frame = Frame(image, timestamp=time.time(),
                       index=next(self._ids) if index is None else index, source=source)
@@ -233,20 +239,44 @@ class Service:
         except QueueFull as error:
             self.metrics.dropped.labels(reason="queue_full").inc()
             raise RequestError(503, str(error), {"Retry-After": "1"}) from None
-        except ShuttingDown as error:
+        except ShuttingDown as error:  # after SIGTERM: in-flight requests finish, new ones not
             raise RequestError(503, str(error)) from None
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
-    def render(self, result: FrameResult, options: Options) -> dict[str, Any]:
-        """The API's JSON for one result, with only the outputs asked for."""
+    def render(self, result: FrameResult, options: Options,
+               planner: PlannerState | None = None) -> tuple[dict[str, Any], PlannerState | None]:
+        """The API's JSON for one result, with only the outputs asked for.
+
+        With `plan` or `bev`, the planner runs here, at answer time: a frame that waited past
+        the planner's deadline gets a safe stop ("perception is stale"), never a late guess.
+        `planner` carries a stream's state from frame to frame; a single request starts fresh.
+        """
+        bev = None
+        if options.outputs & {"plan", "bev"}:
+            started = time.perf_counter()
+            camera = self.cameras[options.camera]
+            try:
+                planned = plan_frame(result, camera, planner or PlannerState(), now=time.time(),
+                                     detections_available=self._has_detector())
+            except PerceptionError as error:  # e.g. the frame size is not the camera's
+                raise RequestError(400, f"camera {options.camera!r}: {error}") from None
+            result.plan, planner = planned.plan, planned.state
+            if "bev" in options.outputs and planned.bev is not None:
+                bev = bev_payload(planned.bev, planned.plan)
+            result.timings_ms["plan"] = (time.perf_counter() - started) * 1e3
         data = result.model_dump(mode="json")
         if "detections" not in options.outputs:
             data["detections"] = []
         data["masks"] = (result.encode_masks(options.mask_encoding).model_dump(mode="json")
                          if "masks" in options.outputs else None)
-        data.setdefault("plan", None)
-        return data
+        if "plan" not in options.outputs:
+            data["plan"] = None
+        data["bev"] = bev
+        return data, planner
+
+    def _has_detector(self) -> bool:
+        return any(spec.task in ("detection", "multitask") for spec in self.model_specs())
 
     def _perceive(self, frames: list[Frame]) -> list[FrameResult]:
         assert self.perceiver is not None

@@ -28,6 +28,7 @@ from serving.http_app import create_app
 from serving.service import ServeConfig, Service
 
 BDD = "drives/bdd100k_frames/twinlitenet"
+BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1280x720.yaml"
 
 
 def free_port() -> int:
@@ -114,7 +115,8 @@ def real_server(grpc: bool = True) -> tuple[str, Service, object]:
     """
     from perception.pipeline import Perceiver
 
-    config = ServeConfig(port=0, grpc_port=0 if grpc else None, max_batch=8, max_delay_ms=5)
+    config = ServeConfig(port=0, grpc_port=0 if grpc else None, max_batch=8, max_delay_ms=5,
+                         cameras={"bdd": BDD_CAMERA})
     service = Service(config, lambda: Perceiver.from_names(config.models))
     context = running_server(service)
     _KEEP_RUNNING.append(context)  # a collected context manager would stop the server

@@ -53,6 +53,18 @@ def test_unary_perceive_matches_http(real: tuple[str, grpc.Channel], images: lis
     assert len(rle.detections) == 0 and sum(rle.masks.lanes.counts) == 1280 * 720
 
 
+def test_plan_and_bev_over_grpc(real: tuple[str, grpc.Channel], images: list[bytes]) -> None:
+    stub = perception_pb2_grpc.PerceptionStub(real[1])
+    answer = stub.Perceive(Request(image=images[0], outputs=["plan", "bev"], camera="bdd"),
+                           timeout=60)
+    assert answer.plan.status in ("ok", "degraded", "safe_stop")
+    assert answer.plan.status == "safe_stop" or len(answer.plan.waypoints) > 3
+    assert answer.bev.png[:8] == b"\x89PNG\r\n\x1a\n" and len(answer.bev.x_range) == 2
+    streamed = list(stub.StreamPerceive(iter([Request(image=images[0], outputs=["plan"])] * 2),
+                                        timeout=60))
+    assert all(a.plan.status for a in streamed)
+
+
 def test_concurrent_unary_calls_get_their_own_results(real: tuple[str, grpc.Channel],
                                                       images: list[bytes]) -> None:
     stub = perception_pb2_grpc.PerceptionStub(real[1])

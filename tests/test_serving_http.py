@@ -134,7 +134,7 @@ def test_truncated_jpeg_with_valid_header_is_400(real: str, images: list[bytes])
 
 
 def test_bad_query_and_unknown_route(real: str, images: list[bytes]) -> None:
-    for query, status in (("?outputs=faces", 400), ("?outputs=plan", 400), ("?outputs=", 400),
+    for query, status in (("?outputs=faces", 400), ("?outputs=", 400),
                           ("?mask_encoding=jpeg", 422), ("?camera=front", 400)):
         answer = post_image(real, images[0], query=query)
         assert answer.status_code == status, query
@@ -147,11 +147,37 @@ def test_bad_query_and_unknown_route(real: str, images: list[bytes]) -> None:
     assert no_field.status_code == 400 and "'image'" in no_field.json()["error"]
 
 
+def test_plan_and_bev(real: str, images: list[bytes], assets: Path) -> None:
+    answer = post_image(real, images[0], query="?outputs=detections,plan,bev&camera=bdd")
+    assert answer.status_code == 200
+    body = answer.json()
+    plan = body["plan"]
+    assert plan["status"] in ("ok", "degraded", "safe_stop")
+    if plan["status"] == "safe_stop":
+        assert plan["reasons"] and plan["waypoints"] == []
+    else:
+        assert len(plan["waypoints"]) > 3 and all(x > 0 for x, _ in plan["waypoints"])
+    assert set(plan["control"]) == {"steer", "throttle", "brake"}
+    assert body["timings_ms"]["plan"] > 0 and body["masks"] is None
+    bev = body["bev"]
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(bev["png"]), np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert picture.ndim == 3 and bev["metres_per_pixel"] > 0
+    assert bev["x_range"][0] < bev["x_range"][1] and bev["y_range"][0] < bev["y_range"][1]
+    only_plan = post_image(real, images[0], query="?outputs=plan").json()  # default camera
+    assert only_plan["plan"]["status"] and only_plan["bev"] is None
+    kitti = (assets / "drives/kitti_object/image_2/000001.png").read_bytes()
+    wrong_size = post_image(real, kitti, "image/png", query="?outputs=plan")
+    assert wrong_size.status_code == 400 and "1242x375" in wrong_size.json()["error"]
+
+
 def test_docs_page_and_openapi_work_offline(real: str) -> None:
     page = httpx.get(f"{real}/docs").text
     assert "swagger-ui-bundle.js" in page
     assert "cdn" not in page.lower() and "https://" not in page
-    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+    redoc = httpx.get(f"{real}/redoc").text
+    assert "redoc.standalone.js" in redoc and "https://" not in redoc
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         assert httpx.get(f"{real}/static-offline-docs/{asset}").status_code == 200
     schema = httpx.get(f"{real}/openapi.json").json()
     operation = schema["paths"]["/v1/perceive"]["post"]
@@ -191,6 +217,8 @@ def test_size_limits_413(tmp_path: Path) -> None:
         assert answer.status_code == 413 and "2000x2000" in answer.json()["error"]
         fine = post_image(base, solid_jpeg(100, (800, 600)))
         assert fine.status_code == 200
+        no_camera = post_image(base, solid_jpeg(100), query="?outputs=plan")
+        assert no_camera.status_code == 400 and "--camera" in no_camera.json()["error"]
 
 
 def test_api_keys_and_cors(tmp_path: Path) -> None:

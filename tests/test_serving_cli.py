@@ -1,0 +1,36 @@
+"""`perception serve` refuses bad options before starting: exit code 2 and one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from perception.cli import main
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--models", "nope-net"], "unknown model 'nope-net'"),
+    (["--models", ""], "--models is empty"),
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--api-key-file", "/no/such/keys.txt"], "no such API key file"),
+    (["--camera", "front"], "expected NAME=camera.yaml"),
+    (["--camera", "front=/no/such.yaml"], "is not a file"),
+])
+def test_bad_options_exit_2_with_one_line(extra: list[str], words: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_empty_key_file_and_bad_camera_file(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# no keys yet\n\n")
+    assert main(["serve", "--api-key-file", str(keys)]) == 2
+    assert "holds no API key" in capsys.readouterr().err
+    camera = tmp_path / "camera.yaml"
+    camera.write_text("width: [not, a, number\n")
+    assert main(["serve", "--camera", f"front={camera}"]) == 2
+    assert "camera" in capsys.readouterr().err
