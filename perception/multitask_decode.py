@@ -20,7 +20,6 @@ from perception.modelspec import ModelSpec
 from perception.preprocess import Placement
 from perception.results import Detection
 
-OUTPUTS = ("detections", "drivable", "lanes")
 MASK_THRESHOLD = 0.5
 
 
