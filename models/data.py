@@ -33,6 +33,7 @@ from mcap.reader import make_reader
 
 from models.net import CLASSES
 from perception.errors import PerceptionError
+from perception.foxglove_writer import IMAGE_TOPIC
 from perception.frames import IMAGE_SUFFIXES, read_image
 from perception.image_messages import deserialize, image_of
 from perception.results import Detection
@@ -45,7 +46,7 @@ BDD_CLASSES = {"pedestrian": "person", "person": "person", "rider": "person",
                "motor": "motorcycle", "bus": "bus", "truck": "truck",
                "traffic light": "traffic light"}
 TUSIMPLE_LINE_WIDTH = 8 / 1280  # lane lines are drawn 8 px wide at 1280 px, scaled to the image
-SIM_IMAGE, SIM_BOXES = "/camera/image", "/ground_truth/boxes"
+SIM_IMAGE, SIM_BOXES = IMAGE_TOPIC, "/ground_truth/boxes"  # sim_bridge/recording.py
 SIM_MASKS = {"drivable": "/ground_truth/drivable", "lanes": "/ground_truth/lanes"}
 
 
@@ -72,7 +73,8 @@ class Record:
     drivable: Mask | None = None
     lanes: Mask | None = None
     lane_points: list[np.ndarray] | None = None  # TuSimple polylines (image pixels)
-    log_time_ns: int | None = None  # a recorded sim tick: `image` is the MCAP file
+    log_time_ns: int | None = None  # a recorded sim tick: `image` is the MCAP file, the
+    # tick's masks are read with its image (`load_tick`)
 
 
 @dataclass
