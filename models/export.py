@@ -180,6 +180,9 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError("--int8 needs --calibration FOLDER (real frames)")
     if args.out.suffix != ".onnx":
         raise PerceptionError(f"{args.out}: the output must end in .onnx")
+    if args.torch and args.out.with_suffix(".pt").resolve() == args.checkpoint.resolve():
+        raise PerceptionError(f"--torch would write {args.out.with_suffix('.pt')} over the "
+                              "checkpoint it reads; choose another --out")
     state = load_checkpoint(args.checkpoint)
     if args.weights not in state:
         raise PerceptionError(f"{args.checkpoint}: holds no {args.weights!r} weights; nothing "

@@ -84,5 +84,8 @@ def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path:
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8",
                   "--calibration", str(tmp_path / "nowhere")) == 2
     assert "no calibration images" in capsys.readouterr().err
+    assert export("--checkpoint", str(empty), "--out", str(tmp_path / "empty.onnx"),
+                  "--torch") == 2
+    assert "over the checkpoint it reads" in capsys.readouterr().err
     assert out.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "garbage.pt", "lite.onnx"]
