@@ -295,6 +295,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         if not {"model", "ema_state", "optimizer"} <= state.keys():
             raise CheckpointError(f"{checkpoint}: holds weights but no training state to "
                                   "resume (written by `perception export --torch`?)")
+        changed = [f"--{key} {state['args'][key]} (now {getattr(args, key)})"
+                   for key in ("seed", "batch") if state["args"].get(key) != getattr(args, key)]
+        if changed:  # batch k is a function of (seed, k, batch size): another draws other frames
+            raise CheckpointError(f"{checkpoint}: resume with the run's own "
+                                  f"{', '.join(changed)}, or start a new run with --init")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])

@@ -113,6 +113,9 @@ def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) 
     assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "2", *TINY) == 0
     assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "4", "--resume",
                      *TINY) == 0
+    tiny_other_batch = [*TINY[:5], "3", *TINY[6:]]
+    assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "6", "--resume",
+                     *tiny_other_batch) == 2  # other batches than the run drew: refused
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert a["step"] == b["step"] == 4
     for key in a["model"]:
