@@ -292,7 +292,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     checkpoint = out / "last.pt"
     if args.resume:
         state = load_checkpoint(checkpoint, config)
-        if not {"model", "ema_state", "optimizer"} <= state.keys():
+        if not {"model", "ema_state", "optimizer", "args"} <= state.keys():
             raise CheckpointError(f"{checkpoint}: holds weights but no training state to "
                                   "resume (written by `perception export --torch`?)")
         changed = [f"--{key} {state['args'][key]} (now {getattr(args, key)})"
@@ -412,8 +412,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.width % 32 or args.height % 32:
-        raise PerceptionError("--width and --height must be multiples of 32")
+    if args.width % 32 or args.height % 32 or min(args.width, args.height) < 32:
+        raise PerceptionError("--width and --height must be positive multiples of 32")
+    for option in ("steps", "batch", "eval_every", "save_every"):
+        if getattr(args, option) < 1:
+            raise PerceptionError(f"--{option.replace('_', '-')} must be at least 1")
+    if args.workers < 0 or not (args.lr > 0 and 0 <= args.ema < 1):
+        raise PerceptionError("--workers must be >= 0, --lr > 0 and --ema in [0, 1)")
     train(args)
     return 0
 
