@@ -228,6 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.video_step < 1 or args.max_width < 32:
+        raise DataError("--video-step must be at least 1 and --max-width at least 32")
     refs = distill(args.drives, args.out, args.cache, args.video_step, args.max_width, args.force)
     counts: dict[str, int] = {}
     for ref in refs:

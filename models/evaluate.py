@@ -187,6 +187,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if min(args.threads, args.latency_frames, args.latency_rounds) < 1:
+        raise DataError("--threads, --latency-frames and --latency-rounds must be at least 1")
     val = [f for f in readers.distilled_index(args.distilled) if f["split"] == "val"]
     if not val:
         raise DataError(f"{args.distilled}: no validation frames")

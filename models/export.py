@@ -176,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.calibration_frames < 1:
+        raise PerceptionError("--calibration-frames must be at least 1")
     if args.int8 and args.calibration is None:
         raise PerceptionError("--int8 needs --calibration FOLDER (real frames)")
     if args.out.suffix != ".onnx":
