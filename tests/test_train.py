@@ -234,3 +234,14 @@ def test_not_a_sim_recording_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.mcap").write_bytes(b"not mcap")
     with pytest.raises(DataError, match="not a readable simulator recording"):
         read_sim_recording(tmp_path / "x.mcap")
+
+
+def test_python_dash_m_models_train_exits_like_perception_train(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from models import train
+    from models.command import standalone
+
+    monkeypatch.setattr("sys.argv", ["models.train", "--kitti", str(tmp_path / "none"),
+                                     "--out", str(tmp_path / "run")])
+    assert standalone("train", train.add_arguments, train.main, train.__doc__) == 2
+    assert capsys.readouterr().err.startswith("train: error: ")
