@@ -13,20 +13,30 @@ Formats:
   (devkit rule: positive where blue > 0).
 - CamVid SegNet labels (class 3 = road), TuSimple `label_data.json` lane polylines.
 - Our distilled folders (`models/distill.py`): `index.json` + per-frame `.npz` pseudo-labels.
+- CARLA runs recorded with `perception sim --ground-truth --out run.mcap`
+  (`sim_bridge/recording.py`): per tick, `/camera/image` with `/ground_truth/drivable` and
+  `/ground_truth/lanes` (PNG masks, 255 = positive) and `/ground_truth/boxes` (JSON
+  detections), all at the tick's log time.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from mcap.exceptions import McapError
+from mcap.reader import make_reader
 
 from models.net import CLASSES
 from perception.errors import PerceptionError
+from perception.foxglove_writer import IMAGE_TOPIC
 from perception.frames import IMAGE_SUFFIXES, read_image
+from perception.image_messages import deserialize, image_of
+from perception.results import Detection
 
 CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
 KITTI_CLASSES = {"Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "person",
@@ -36,6 +46,8 @@ BDD_CLASSES = {"pedestrian": "person", "person": "person", "rider": "person",
                "motor": "motorcycle", "bus": "bus", "truck": "truck",
                "traffic light": "traffic light"}
 TUSIMPLE_LINE_WIDTH = 8 / 1280  # lane lines are drawn 8 px wide at 1280 px, scaled to the image
+SIM_IMAGE, SIM_BOXES = IMAGE_TOPIC, "/ground_truth/boxes"  # sim_bridge/recording.py
+SIM_MASKS = {"drivable": "/ground_truth/drivable", "lanes": "/ground_truth/lanes"}
 
 
 class DataError(PerceptionError):
@@ -61,6 +73,8 @@ class Record:
     drivable: Mask | None = None
     lanes: Mask | None = None
     lane_points: list[np.ndarray] | None = None  # TuSimple polylines (image pixels)
+    log_time_ns: int | None = None  # a recorded sim tick: `image` is the MCAP file, the
+    # tick's masks are read with its image (`load_tick`)
 
 
 @dataclass
@@ -110,6 +124,8 @@ def draw_lanes(points: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
 
 
 def load(record: Record) -> Sample:
+    if record.log_time_ns is not None:
+        return load_tick(record)
     image = read_image(record.image)
     size = (image.shape[1], image.shape[0])
     lanes = read_mask(record.lanes, size) if record.lanes else None
@@ -133,6 +149,15 @@ def _images(folder: Path) -> list[Path]:
 
 def _box_arrays(boxes: list[list[float]], classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64))
+
+
+def detection_arrays(detections: Iterable[Detection]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (K, 4), our class ids (K,) and scores (K,) of the road users among `detections`
+    (a teacher's output or a simulator's labels); other categories are left out."""
+    rows = [(d.box, CLASS_ID[d.category.replace("_", " ")], d.score) for d in detections
+            if d.category and d.category.replace("_", " ") in CLASS_ID]
+    boxes, classes = _box_arrays([r[0] for r in rows], [r[1] for r in rows])
+    return boxes, classes, np.asarray([r[2] for r in rows], np.float32)
 
 
 def parse_kitti_label(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +211,10 @@ def read_bdd(images: Path, detections: Path | None = None, drivable: Path | None
                          for lab in entry.get("labels") or []
                          if "box2d" in lab and lab.get("category") in BDD_CLASSES]
                 labels[entry["name"]] = _box_arrays([p[0] for p in pairs], [p[1] for p in pairs])
-            except (KeyError, TypeError) as error:
-                raise DataError(f"{detections}: frame {entry.get('name', '?')!r} is not in the "
-                                f"BDD100K detection format (missing {error})") from error
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                name = entry.get("name", "?") if isinstance(entry, dict) else "?"
+                raise DataError(f"{detections}: frame {name!r} is not in the BDD100K detection "
+                                f"format ({type(error).__name__}: {error})") from error
     records = []
     for image in _images(images):
         boxes, classes = labels.get(image.name, (None, None))
@@ -201,9 +227,11 @@ def read_bdd(images: Path, detections: Path | None = None, drivable: Path | None
         if lanes is not None:
             path = lanes / f"{image.stem}.png"
             record.lanes = Mask(path, "not:255") if path.is_file() else None
-        records.append(record)
+        if record.boxes is not None or record.drivable or record.lanes:
+            records.append(record)
     if not records:
-        raise DataError(f"{images}: no image matches the given BDD100K labels")
+        raise DataError(f"{images}: no image matches the given BDD100K labels (names: "
+                        "<id>.jpg, <id>_drivable_id.png, <id>.png)")
     return records
 
 
@@ -234,10 +262,17 @@ def read_tusimple(folder: Path, source: str = "tusimple") -> list[Record]:
     return records
 
 
+def _label(path: Path, rule: str, image: Path) -> Mask:
+    """The mask of `image`, checked now: a missing label file stops a run before it starts."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing (the label of {image})")
+    return Mask(path, rule)
+
+
 def read_camvid_road(folder: Path) -> list[Record]:
     """SegNet CamVid: `images/*.png` with `labels/*.png` (class 3 = road)."""
     return [Record(image, f"camvid/{image.stem.split('_')[0]}",
-                   drivable=Mask(folder / "labels" / image.name, "class:3"))
+                   drivable=_label(folder / "labels" / image.name, "class:3", image))
             for image in _images(folder / "images")]
 
 
@@ -245,26 +280,35 @@ def read_kitti_road(folder: Path) -> list[Record]:
     """KITTI road: `image_2/um_N.png` with `gt_image_2/um_road_N.png` (positive: blue)."""
     records = []
     for image in _images(folder / "image_2"):
-        category, number = image.stem.split("_")
+        category, _, number = image.stem.partition("_")
+        label = folder / "gt_image_2" / f"{category}_road_{number}.png"
         records.append(Record(image, f"kitti_road/{image.stem}",
-                              drivable=Mask(folder / "gt_image_2" / f"{category}_road_{number}.png",
-                                            "blue")))
+                              drivable=_label(label, "blue", image)))
     return records
 
 
-def read_distilled(folder: Path, split: str | None = None) -> list[Record]:
-    """A folder written by `models/distill.py`: frames with teacher pseudo-labels."""
+def distilled_index(folder: Path) -> list[dict]:
+    """The frame entries of a distilled folder's `index.json` (image, labels, source, split,
+    origin, frame)."""
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise DataError(f"{folder}: no index.json; is this a folder written by "
                         "`python -m models.distill`?")
     try:
-        index = json.loads(index_path.read_text())
-        frames = index["frames"]
-    except (ValueError, KeyError) as error:
+        frames = json.loads(index_path.read_text())["frames"]
+    except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"{index_path}: not a distilled-frames index ({error})") from error
+    if not isinstance(frames, list) or not all(isinstance(f, dict) and "split" in f
+                                                for f in frames):
+        raise DataError(f"{index_path}: not a distilled-frames index (frames are not entries)")
+    return frames
+
+
+def read_distilled(folder: Path, split: str | None = None) -> list[Record]:
+    """A folder written by `models/distill.py`: frames with teacher pseudo-labels."""
+    index_path = folder / "index.json"
     records = []
-    for frame in frames:
+    for frame in distilled_index(folder):
         if split and frame["split"] != split:
             continue
         labels = folder / frame["labels"]
@@ -277,6 +321,52 @@ def read_distilled(folder: Path, split: str | None = None) -> list[Record]:
     if not records:
         raise DataError(f"{index_path}: no frame in split {split!r}")
     return records
+
+
+def read_sim_recording(path: Path) -> list[Record]:
+    """A CARLA run recorded with ground truth: one record per tick that has CARLA's boxes.
+
+    Only where each tick's messages are is read here; `load` decodes one tick's image and
+    masks. A tick whose segmentation frame did not arrive has boxes but no masks.
+    """
+    boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    images: set[int] = set()
+    try:
+        with path.open("rb") as file:
+            for _, channel, message in make_reader(file).iter_messages(
+                    topics=[SIM_IMAGE, SIM_BOXES]):
+                if channel.topic == SIM_IMAGE:
+                    images.add(message.log_time)
+                    continue
+                labels = json.loads(message.data)["boxes"]
+                found, classes, _ = detection_arrays(Detection.model_validate(d) for d in labels)
+                boxes[message.log_time] = (found, classes)
+    except (OSError, McapError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a readable simulator recording ({type(error).__name__}: "
+                        f"{error})") from error
+    ticks = sorted(images & boxes.keys())
+    if not ticks:
+        raise DataError(f"{path}: no tick with ground truth; record with `perception sim "
+                        "--ground-truth --out FILE.mcap`")
+    return [Record(path, f"sim/{path.stem}", *boxes[tick], log_time_ns=tick) for tick in ticks]
+
+
+def load_tick(record: Record) -> Sample:
+    """One tick of a simulator recording: the camera image and CARLA's masks (255 = positive)."""
+    assert record.log_time_ns is not None
+    found: dict[str, np.ndarray] = {}
+    with record.image.open("rb") as file:
+        for schema, channel, message in make_reader(file).iter_messages(
+                topics=[SIM_IMAGE, *SIM_MASKS.values()], starting_at=record.log_time_ns,
+                ending_at=record.log_time_ns):
+            kind = schema.name if schema else ""
+            found[channel.topic] = image_of(kind, deserialize(kind, message.data)).image
+    if SIM_IMAGE not in found:
+        raise DataError(f"{record.image}: no {SIM_IMAGE} at log time {record.log_time_ns} ns")
+    masks = {name: (found[topic][..., 0] > 0).astype(np.uint8) if topic in found else None
+             for name, topic in SIM_MASKS.items()}
+    return Sample(found[SIM_IMAGE], record.boxes, record.classes, masks["drivable"],
+                  masks["lanes"])
 
 
 def labeled_assets(drives: Path) -> dict[str, list[Record]]:

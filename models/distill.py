@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models.data import CLASS_ID, DataError
+from models.data import DataError, detection_arrays
+from models.zoo import resolve
 from perception.frames import Frame, open_source, read_image
+from perception.pipeline import Perceiver
+from perception.results import FrameResult
 
 TEACHERS = ("yolox-nano", "twinlitenet")
 
@@ -126,14 +130,11 @@ def read_frames(refs: list[FrameRef]) -> list[np.ndarray]:
     return images
 
 
-def pseudo_labels(result, width: int, height: int) -> dict[str, np.ndarray]:
+def pseudo_labels(result: FrameResult, width: int, height: int) -> dict[str, np.ndarray]:
     """A teacher `FrameResult` -> boxes normalised to [0, 1], our class ids, scores, masks."""
-    rows = [(d.box, CLASS_ID[d.category.replace("_", " ")], d.score)
-            for d in result.detections if d.category]
-    boxes = np.asarray([r[0] for r in rows], np.float32).reshape(-1, 4)
+    boxes, classes, scores = detection_arrays(result.detections)
     return {"boxes": boxes / np.array([width, height, width, height], np.float32),
-            "classes": np.asarray([r[1] for r in rows], np.int16),
-            "scores": np.asarray([r[2] for r in rows], np.float32),
+            "classes": classes.astype(np.int16), "scores": scores,
             "drivable": result.drivable.astype(np.uint8),
             "lanes": result.lanes.astype(np.uint8)}
 
@@ -141,9 +142,6 @@ def pseudo_labels(result, width: int, height: int) -> dict[str, np.ndarray]:
 def label_frames(refs: list[FrameRef], cache: Path, batch: int = 8) -> tuple[list[Path], str]:
     """The cached pseudo-label file of each frame (running the teachers where missing), and
     the teachers' key."""
-    from models.zoo import resolve
-    from perception.pipeline import Perceiver
-
     teachers = [resolve(name) for name in TEACHERS]
     key = teacher_key([spec for spec, _ in teachers])
     cache.mkdir(parents=True, exist_ok=True)
@@ -193,7 +191,7 @@ def write_folder(refs: list[FrameRef], label_files: list[Path], out: Path, key: 
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 
-def _iter_images(refs: list[FrameRef]):
+def _iter_images(refs: list[FrameRef]) -> Iterator[np.ndarray]:
     for start in range(0, len(refs), 32):
         yield from read_frames(refs[start:start + 32])
 
@@ -230,6 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.video_step < 1 or args.max_width < 32:
+        raise DataError("--video-step must be at least 1 and --max-width at least 32")
     refs = distill(args.drives, args.out, args.cache, args.video_step, args.max_width, args.force)
     counts: dict[str, int] = {}
     for ref in refs:

@@ -28,12 +28,14 @@ from models import data as readers
 from models.data import DataError, Record, load
 from models.distill import TEACHERS, FrameRef, read_frames
 from models.metrics import BoxAP, MaskIoU
-from models.zoo import spec_from_onnx
+from models.zoo import resolve, spec_from_onnx
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
 from perception.multitask_decode import candidates, decode_multitask
+from perception.pipeline import Perceiver
 from perception.preprocess import preprocess
+from perception.results import FrameResult
 
 EVAL_SCORE = 0.01  # AP needs the whole ranking, not only confident boxes
 
@@ -61,24 +63,14 @@ def at_size(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (cv2.resize(probability, size, interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
 
 
-def teacher_results(perceiver, images: list[np.ndarray]) -> list:
+def teacher_results(perceiver: Perceiver, images: list[np.ndarray]) -> list[FrameResult]:
     return perceiver.perceive([Frame(image, 0.0, i, "eval") for i, image in enumerate(images)])
 
 
-def teacher_boxes(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = [(d.box, readers.CLASS_ID[d.category.replace("_", " ")], d.score)
-            for d in result.detections if d.category]
-    return (np.asarray([r[0] for r in rows], np.float32).reshape(-1, 4),
-            np.asarray([r[2] for r in rows], np.float32),
-            np.asarray([r[1] for r in rows], np.int64))
-
-
-def agreement(students: list[Student], folder: Path) -> dict[str, dict[str, float]]:
-    """Student vs the teachers' cached labels on the validation split of a distilled folder."""
-    index = json.loads((folder / "index.json").read_text())
-    frames = [f for f in index["frames"] if f["split"] == "val"]
-    if not frames:
-        raise DataError(f"{folder}: no validation frames")
+def agreement(students: list[Student], folder: Path, frames: list[dict]
+              ) -> dict[str, dict[str, float]]:
+    """Student vs the teachers' cached labels on `frames`, validation entries of the index of
+    the distilled `folder`."""
     scores = {s.name: (MaskIoU(), MaskIoU(), BoxAP()) for s in students}
     for start in tqdm(range(0, len(frames), 16), desc="agreement", unit="batch"):
         chunk = frames[start:start + 16]
@@ -110,7 +102,7 @@ def ground_truth_sets(drives: Path, held_out: set[str]) -> dict[str, list[Record
     return {name: [r for r in records if r.source in held_out] for name, records in sets.items()}
 
 
-def against_truth(students: list[Student], perceiver, sets: dict[str, list[Record]]
+def against_truth(students: list[Student], perceiver: Perceiver, sets: dict[str, list[Record]]
                   ) -> dict[str, dict[str, dict[str, float]]]:
     """Per labelled set: each model's IoU or box mAP against the ground truth."""
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -128,7 +120,9 @@ def against_truth(students: list[Student], perceiver, sets: dict[str, list[Recor
             outputs = {s.name: s(sample.image) for s in students}
             for name in names:
                 if name == "teachers":
-                    found = teacher_boxes(teacher)
+                    teacher_found, teacher_classes, teacher_scores = \
+                        readers.detection_arrays(teacher.detections)
+                    found = (teacher_found, teacher_scores, teacher_classes)
                     drivable_mask = teacher.mask_at_frame_size("drivable")
                     lane_mask = teacher.mask_at_frame_size("lanes")
                 else:
@@ -154,7 +148,7 @@ def against_truth(students: list[Student], perceiver, sets: dict[str, list[Recor
     return table
 
 
-def latency(students: list[Student], perceiver, images: list[np.ndarray], rounds: int
+def latency(students: list[Student], perceiver: Perceiver, images: list[np.ndarray], rounds: int
             ) -> dict[str, float]:
     """Median milliseconds per frame (batch 1). Each model runs its frames as one block, the
     blocks rotating every round: ONNX Runtime's worker threads spin for a while after a run,
@@ -193,23 +187,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.zoo import resolve
-    from perception.pipeline import Perceiver
-
+    if min(args.threads, args.latency_frames, args.latency_rounds) < 1:
+        raise DataError("--threads, --latency-frames and --latency-rounds must be at least 1")
+    val = [f for f in readers.distilled_index(args.distilled) if f["split"] == "val"]
+    if not val:
+        raise DataError(f"{args.distilled}: no validation frames")
     students = [Student(path, args.threads) for path in args.model]
     perceiver = Perceiver([resolve(name) for name in TEACHERS])
     try:
         figures: dict = {}
         if not args.latency_only:
-            figures["agreement_with_teachers"] = agreement(students, args.distilled)
+            figures["agreement_with_teachers"] = agreement(students, args.distilled, val)
             print(json.dumps(figures, indent=1))
-        index = json.loads((args.distilled / "index.json").read_text())
-        held_out = {f["source"] for f in index["frames"] if f["split"] == "val"}
+        held_out = {f["source"] for f in val}
         if args.drives and not args.latency_only:
             figures["ground_truth"] = against_truth(students, perceiver,
                                                     ground_truth_sets(args.drives, held_out))
             print(json.dumps(figures["ground_truth"], indent=1))
-        val = [f for f in index["frames"] if f["split"] == "val"]
         step = max(1, len(val) // args.latency_frames)
         picked = val[::step][:args.latency_frames]
         images = read_frames([FrameRef(Path(f["origin"]), f["source"], "val", f["frame"])

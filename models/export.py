@@ -27,9 +27,9 @@ import numpy as np
 import onnx
 import torch
 
-from models.data import DataError
+from models.checkpoint import build_net, load_checkpoint, save_checkpoint
+from models.data import DataError, distilled_index
 from models.net import CLASSES, Deployed, MultiTaskNet
-from models.train import build_net, load_checkpoint, save_checkpoint
 from models.zoo import SPEC_METADATA_KEY
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
@@ -107,10 +107,8 @@ class CalibrationFrames:
 
 def calibration_files(folder: Path, count: int) -> list[Path]:
     """`count` frames spread over a folder; of a distilled folder, its training split only."""
-    index = folder / "index.json"
-    if index.is_file():
-        frames = json.loads(index.read_text())["frames"]
-        files = [folder / f["image"] for f in frames if f["split"] == "train"]
+    if (folder / "index.json").is_file():
+        files = [folder / f["image"] for f in distilled_index(folder) if f["split"] == "train"]
     else:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if folder.is_dir() else []
@@ -178,10 +176,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.calibration_frames < 1:
+        raise PerceptionError("--calibration-frames must be at least 1")
     if args.int8 and args.calibration is None:
         raise PerceptionError("--int8 needs --calibration FOLDER (real frames)")
     if args.out.suffix != ".onnx":
         raise PerceptionError(f"{args.out}: the output must end in .onnx")
+    if args.torch and args.out.with_suffix(".pt").resolve() == args.checkpoint.resolve():
+        raise PerceptionError(f"--torch would write {args.out.with_suffix('.pt')} over the "
+                              "checkpoint it reads; choose another --out")
     state = load_checkpoint(args.checkpoint)
     if args.weights not in state:
         raise PerceptionError(f"{args.checkpoint}: holds no {args.weights!r} weights; nothing "

@@ -25,11 +25,8 @@ class MaskIoU:
     intersection: int = 0
     union: int = 0
 
-    def add(self, predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None
-            ) -> None:
+    def add(self, predicted: np.ndarray, truth: np.ndarray) -> None:
         predicted, truth = predicted > 0, truth > 0
-        if valid is not None:
-            predicted, truth = predicted & valid, truth & valid
         self.intersection += int(np.count_nonzero(predicted & truth))
         self.union += int(np.count_nonzero(predicted | truth))
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.checkpoint import build_net, load_checkpoint, pick_device
 from models.export import metadata_props, model_spec
 from models.net import Deployed
-from models.train import build_net, load_checkpoint, pick_device
 
 
 class TorchModel:
@@ -105,15 +105,18 @@ def benchmark(model: TorchModel, batch: int, seconds: float = 3.0) -> dict[str, 
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="frames/s of our network on PyTorch")
-    parser.add_argument("--weights", type=Path, required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="a .pt from `perception export --torch` (or a training last.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--fp32", action="store_true", help="no fp16 on CUDA")
     parser.add_argument("--no-graphs", action="store_true")
     parser.add_argument("--seconds", type=float, default=3.0)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Frames/s of our network on PyTorch, per batch size, as JSON lines."""
     model = TorchModel(args.weights, args.device, half=False if args.fp32 else None,
                        cuda_graphs=not args.no_graphs)
     device = torch.cuda.get_device_name() if model.device.type == "cuda" else "cpu"
@@ -126,4 +129,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from models.command import standalone
+
+    sys.exit(standalone("torch_runtime", add_arguments, main, __doc__))

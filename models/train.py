@@ -4,10 +4,11 @@
     perception train --data data/distilled --kitti KITTI/training --out runs/lite --resume
 
 Each step draws a batch of frames from the distilled folders (teacher pseudo-labels for boxes,
-drivable area and lanes) and from any supervised sets given (BDD100K, KITTI, TuSimple, CamVid:
-whatever labels a frame has), augments them with OpenCV, and sums the losses of the labels each
-frame has: a supervised frame's losses are scaled by `--supervised-weight`. Frames of the
-distilled folders' validation sources are never trained on, whichever reader they come through.
+drivable area and lanes) and from any supervised sets given (BDD100K, KITTI, TuSimple, CamVid,
+CARLA recordings: whatever labels a frame has), augments them with OpenCV, and sums the losses
+of the labels each frame has: a supervised frame's losses are scaled by `--supervised-weight`.
+Frames of the distilled folders' validation sources are never trained on, whichever reader
+they come through.
 
 Every random choice derives from `--seed` and the step number, so a resumed run continues
 exactly where it stopped. Checkpoints (`last.pt`, written atomically) hold the model, its EMA,
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,13 @@ from tqdm import tqdm
 
 from models import data as readers
 from models.augment import Augment, augment, resize
+from models.checkpoint import (
+    CheckpointError,
+    build_net,
+    load_checkpoint,
+    pick_device,
+    save_checkpoint,
+)
 from models.data import DataError, Record, Sample, load
 from models.metrics import BoxAP, MaskIoU
 from models.net import ARCHITECTURE, Deployed, MultiTaskNet, NetConfig, cell_centres, decode_boxes
@@ -40,10 +49,6 @@ from perception.multitask_decode import candidates
 
 MAX_BOXES = 64  # per frame after augmentation; more are rare and dropped (smallest first)
 SEG_WEIGHTS = {"drivable": 1.0, "lanes": 2.0}  # thin lane lines need the extra push
-
-
-class CheckpointError(PerceptionError):
-    """A checkpoint that is missing, unreadable or of another architecture/configuration."""
 
 
 # ---------------------------------------------------------------------------- data
@@ -106,7 +111,7 @@ class StepBatches:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, step])
             indices = rng.integers(0, self.size, self.batch)
@@ -128,6 +133,12 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
         supervised += readers.read_tusimple(folder)
     for folder in args.camvid or []:
         supervised += readers.read_camvid_road(folder)
+    for recording in args.sim or []:
+        supervised += readers.read_sim_recording(recording)
+    bdd_labels = (args.bdd_detections, args.bdd_drivable, args.bdd_lanes)
+    if (args.bdd_images is None) != all(label is None for label in bdd_labels):
+        raise DataError("BDD100K needs --bdd-images together with at least one of "
+                        "--bdd-detections, --bdd-drivable, --bdd-lanes")
     if args.bdd_images:
         supervised += readers.read_bdd(args.bdd_images, args.bdd_detections, args.bdd_drivable,
                                        args.bdd_lanes)
@@ -137,7 +148,7 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
     weights += [args.supervised_weight] * len(supervised)
     if not train:
         raise DataError("nothing to train on: give --data (a distilled folder) and/or a "
-                        "labelled set (--kitti, --tusimple, --camvid, --bdd-images)")
+                        "labelled set (--kitti, --tusimple, --camvid, --bdd-images, --sim)")
     return train, weights, validation
 
 
@@ -226,44 +237,6 @@ def total_loss(net: MultiTaskNet, batch: dict[str, torch.Tensor]
     return loss, logs
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated `last.pt`."""
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
-    """A checkpoint's state, checked to be ours (and of `config`, when given)."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors alike: not a usable file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-    if not isinstance(state, dict) or state.get("architecture") != ARCHITECTURE:
-        found = state.get("architecture", "none") if isinstance(state, dict) else "none"
-        raise CheckpointError(f"{path}: a checkpoint of architecture {found!r}, not "
-                              f"{ARCHITECTURE!r} (a checkpoint written by `perception train`)")
-    if config is not None and NetConfig.from_dict(state["config"]) != config:
-        raise CheckpointError(f"{path}: was trained with {state['config']}, which differs "
-                              f"from this run's {config.to_dict()}")
-    return state
-
-
-def build_net(state: dict, which: str = "ema") -> MultiTaskNet:
-    """A network with a checkpoint's weights (its EMA weights by default)."""
-    net = MultiTaskNet(NetConfig.from_dict(state["config"]))
-    try:
-        net.load_state_dict(state[which])
-    except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"checkpoint weights do not fit the network: {error}") from error
-    return net.eval()
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -296,14 +269,6 @@ def evaluate(net: MultiTaskNet, records: list[Record], size: tuple[int, int],
 # ---------------------------------------------------------------------------- the loop
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PerceptionError("--device cuda asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
-
-
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -327,17 +292,26 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     checkpoint = out / "last.pt"
     if args.resume:
         state = load_checkpoint(checkpoint, config)
+        if not {"model", "ema_state", "optimizer", "args"} <= state.keys():
+            raise CheckpointError(f"{checkpoint}: holds weights but no training state to "
+                                  "resume (written by `perception export --torch`?)")
+        changed = [f"--{key} {state['args'][key]} (now {getattr(args, key)})"
+                   for key in ("seed", "batch") if state["args"].get(key) != getattr(args, key)]
+        if changed:  # batch k is a function of (seed, k, batch size): another draws other frames
+            raise CheckpointError(f"{checkpoint}: resume with the run's own "
+                                  f"{', '.join(changed)}, or start a new run with --init")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     elif args.init:  # fine-tune: weights from another run, fresh optimizer and schedule
-        state = load_checkpoint(args.init, config)
-        net.load_state_dict(state["ema"])
-        ema.module.load_state_dict(state["ema"])
+        net.load_state_dict(build_net(load_checkpoint(args.init, config)).state_dict())
+        ema.module.load_state_dict(net.state_dict())
     if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
                               "choose another --out (nothing was overwritten)")
+    if out.exists() and not out.is_dir():
+        raise PerceptionError(f"--out {out}: is a file, not a run folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     frames = Frames(records, weights, size, train=True, preload=args.preload)
@@ -412,6 +386,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bdd-detections", type=Path, help="BDD100K detection JSON")
     parser.add_argument("--bdd-drivable", type=Path, help="BDD100K drivable_maps/labels folder")
     parser.add_argument("--bdd-lanes", type=Path, help="BDD100K lane masks folder")
+    parser.add_argument("--sim", type=Path, action="append",
+                        help="a CARLA run recorded by `perception sim --ground-truth --out "
+                             "FILE.mcap`; repeatable")
     parser.add_argument("--supervised-weight", type=float, default=1.0,
                         help="loss weight of labelled (non-distilled) frames")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
@@ -435,8 +412,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.width % 32 or args.height % 32:
-        raise PerceptionError("--width and --height must be multiples of 32")
+    if args.width % 32 or args.height % 32 or min(args.width, args.height) < 32:
+        raise PerceptionError("--width and --height must be positive multiples of 32")
+    for option in ("steps", "batch", "eval_every", "save_every"):
+        if getattr(args, option) < 1:
+            raise PerceptionError(f"--{option.replace('_', '-')} must be at least 1")
+    if args.workers < 0 or not (args.lr > 0 and 0 <= args.ema < 1):
+        raise PerceptionError("--workers must be >= 0, --lr > 0 and --ema in [0, 1)")
     train(args)
     return 0
 

@@ -1,6 +1,7 @@
 """The model zoo: named models, where their files are, and getting them safely.
 
 `resolve(name)` returns a model's spec and a checksum-verified local path. A name is one of:
+- an embedded name (`multitask-lite`, ...): our own network, shipped in `models/embedded/`;
 - a zoo name from `zoo.yaml`: looked up in the cache (`PERCEPTION_CACHE_DIR`, default
   `$XDG_CACHE_HOME/perception/models`), then in a mirror folder used in place, else pulled from
   the mirror URL or the model's pinned URL into the cache;
@@ -23,6 +24,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -44,16 +46,32 @@ class ModelError(PerceptionError):
 # ---------------------------------------------------------------------------- the registry
 
 @cache
+def zoo_file() -> dict:
+    return yaml.safe_load(REGISTRY.read_text())
+
+
+@cache
 def registry() -> dict[str, ModelSpec]:
-    data = yaml.safe_load(REGISTRY.read_text())
     return {name: ModelSpec.from_dict({"name": name, **entry})
-            for name, entry in data["models"].items()}
+            for name, entry in zoo_file()["models"].items()}
+
+
+def embedded() -> dict[str, Path]:
+    """Our own network's files, shipped inside the package: name -> path."""
+    return {name: REGISTRY.parent / file for name, file in zoo_file()["embedded"].items()}
+
+
+def default_models() -> list[str]:
+    return list(zoo_file()["default"])
 
 
 def get_spec(name: str) -> ModelSpec:
+    if name in embedded():
+        return resolve_embedded(name)[0]
     specs = registry()
     if name not in specs:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(specs))} "
+        known = ", ".join(sorted([*embedded(), *specs]))
+        raise ModelError(f"unknown model {name!r}; known: {known} "
                          "(or give a spec .yaml or an .onnx with perception.spec metadata)")
     return specs[name]
 
@@ -185,6 +203,8 @@ def copy_verified(source: Path, dest: Path, sha256: str) -> Path:
 def pull(name: str, mirror_location: str | None = None, force: bool = False,
          progress: bool = True) -> Path:
     """Put a zoo model into the cache (from the mirror, else its pinned URL); its path."""
+    if name in embedded():
+        return resolve_embedded(name)[1]  # shipped with the package: nothing to pull
     spec = get_spec(name)
     dest = cached_path(spec)
     if dest.is_file() and not force:
@@ -210,6 +230,8 @@ def resolve(name: str, mirror_location: str | None = None, download_missing: boo
         return spec_from_yaml(Path(name))
     if name.endswith(".onnx"):
         return spec_from_onnx(Path(name))
+    if name in embedded():
+        return resolve_embedded(name)
     spec = get_spec(name)
     cached = cached_path(spec)
     if cached.is_file():
@@ -221,6 +243,13 @@ def resolve(name: str, mirror_location: str | None = None, download_missing: boo
         raise ModelError(f"model {name!r} is not in the cache ({cache_dir()}) or the mirror "
                          f"({location or 'none set'}); run `perception models pull {name}`")
     return spec, pull(name, mirror_location)
+
+
+def resolve_embedded(name: str) -> tuple[ModelSpec, Path]:
+    """An embedded model: its spec from the ONNX metadata (of the .onnx beside a .pt)."""
+    path = embedded()[name]
+    spec, _ = spec_from_onnx(path.with_suffix(".onnx"))
+    return replace(spec, name=name, file=path.name), path
 
 
 def spec_from_yaml(path: Path) -> tuple[ModelSpec, Path]:

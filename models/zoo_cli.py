@@ -24,18 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "list":
-        print(f"{'name':<14}{'task':<14}{'input':<10}{'cached':<8}licence")
+        print(f"{'name':<22}{'task':<14}{'input':<10}{'cached':<10}licence")
+        for name in zoo.embedded():
+            spec = zoo.get_spec(name)
+            size = f"{spec.input.width}x{spec.input.height}"
+            print(f"{name:<22}{spec.task:<14}{size:<10}{'embedded':<10}{spec.licence[:60]}")
         for name, spec in zoo.registry().items():
             cached = "yes" if zoo.cached_path(spec).is_file() else "no"
             size = f"{spec.input.width}x{spec.input.height}"
-            print(f"{name:<14}{spec.task:<14}{size:<10}{cached:<8}{spec.licence}")
-        print(f"cache: {zoo.cache_dir()}")
+            print(f"{name:<22}{spec.task:<14}{size:<10}{cached:<10}{spec.licence}")
+        print(f"default: {','.join(zoo.default_models())}; cache: {zoo.cache_dir()}")
     elif args.action == "pull":
         for name in args.names:
             path = zoo.pull(name, args.mirror, force=args.force)
             print(f"{name}: {path}")
     else:
-        if args.name.endswith((".yaml", ".yml", ".onnx")):
+        if args.name.endswith((".yaml", ".yml", ".onnx")) or args.name in zoo.embedded():
             spec, path = zoo.resolve(args.name)
         else:
             spec, path = zoo.get_spec(args.name), zoo.cached_path(zoo.get_spec(args.name))

@@ -7,6 +7,7 @@ TwinLiteNet two-class scores per pixel for drivable area and lane lines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 import cv2
@@ -75,8 +76,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
 
 
 def to_detections(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
-                  spec: ModelSpec, placement: Placement, width: int, height: int
-                  ) -> list[Detection]:
+                  spec: ModelSpec, placement: Placement, width: int, height: int,
+                  categories: Mapping[int, str] = ROAD_USERS) -> list[Detection]:
+    """Candidates (input px) -> NMS -> detections in frame pixels, best first; `categories`
+    names the road-user category of a class id (COCO-80 ids by default)."""
     keep = nms(boxes, scores, class_ids, spec.score_threshold, spec.nms_iou)
     frame_boxes = placement.boxes_to_frame(boxes[keep].astype(np.float32))
     frame_boxes = np.clip(frame_boxes, 0, [width, height, width, height])
@@ -86,7 +89,7 @@ def to_detections(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
         label = spec.classes[cid] if cid < len(spec.classes) else str(cid)
         detections.append(Detection(class_id=cid, label=label, score=round(float(score), 4),
                                     box=tuple(round(float(v), 1) for v in box),
-                                    category=ROAD_USERS.get(cid)))
+                                    category=categories.get(cid)))
     detections.sort(key=lambda d: -d.score)
     return detections
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from perception.decode import nms
+from perception.decode import to_detections
 from perception.modelspec import ModelSpec
 from perception.preprocess import Placement
 from perception.results import Detection
 
-OUTPUTS = ("detections", "drivable", "lanes")
 MASK_THRESHOLD = 0.5
 
 
@@ -33,30 +32,15 @@ def candidates(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarr
     return rows[keep, :4], scores[keep], class_ids[keep]
 
 
-def to_detections(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
-                  spec: ModelSpec, placement: Placement, width: int, height: int
-                  ) -> list[Detection]:
-    keep = nms(boxes, scores, class_ids, spec.score_threshold, spec.nms_iou)
-    frame_boxes = placement.boxes_to_frame(boxes[keep].astype(np.float32))
-    frame_boxes = np.clip(frame_boxes, 0, [width, height, width, height])
-    detections = []
-    for box, score, class_id in zip(frame_boxes, scores[keep], class_ids[keep], strict=True):
-        label = spec.classes[int(class_id)]
-        detections.append(Detection(class_id=int(class_id), label=label,
-                                    score=round(float(score), 4),
-                                    box=tuple(round(float(v), 1) for v in box),
-                                    category=label.replace(" ", "_")))
-    detections.sort(key=lambda d: -d.score)
-    return detections
-
-
 def decode_multitask(outputs: dict[str, np.ndarray], spec: ModelSpec,
                      placements: list[Placement], sizes: list[tuple[int, int]]
                      ) -> tuple[list[list[Detection]], np.ndarray, np.ndarray]:
     """Detections per image (frame pixels) and uint8 0/1 drivable and lane masks (N, H, W) at
     the network's input resolution; `sizes` are the frames' (width, height)."""
     threshold = float(spec.extra.get("mask_threshold", MASK_THRESHOLD))
-    detections = [to_detections(*candidates(rows, spec.score_threshold), spec, placement, *size)
+    categories = {i: name.replace(" ", "_") for i, name in enumerate(spec.classes)}
+    detections = [to_detections(*candidates(rows, spec.score_threshold), spec, placement, *size,
+                                categories)
                   for rows, placement, size in zip(outputs["detections"], placements, sizes,
                                                    strict=True)]
     return (detections, (outputs["drivable"] > threshold).view(np.uint8),

@@ -9,6 +9,7 @@ work on frame n, the caller's thread decodes frame n+1 from the source.
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections import deque
@@ -20,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from perception.decode import decode_detections, decode_twinlitenet
+from perception.errors import PerceptionError
 from perception.frames import Frame
 from perception.inference import OnnxModel
 from perception.modelspec import ModelSpec
+from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
 from perception.results import Detection, FrameResult
 
@@ -38,16 +41,24 @@ class ModelOutput:
 
 
 class LoadedModel:
-    """One model's chain: preprocess -> ONNX Runtime -> decode."""
+    """One model's chain: preprocess -> ONNX Runtime (or PyTorch, for a .pt) -> decode."""
 
     def __init__(self, spec: ModelSpec, path: Path, providers: list[str] | None = None,
                  threads: int = 1) -> None:
         self.spec = spec
-        self.onnx = OnnxModel(path, providers=providers, threads=threads)
+        if Path(path).suffix == ".pt":  # our network's PyTorch path; torch only when asked
+            try:
+                torch_runtime = importlib.import_module("models.torch_runtime")
+            except ModuleNotFoundError as error:
+                raise PerceptionError(f"{path}: the PyTorch path needs torch "
+                                      "(pip install 'perception[train]')") from error
+            self.session = torch_runtime.TorchModel(path)
+        else:
+            self.session = OnnxModel(path, providers=providers, threads=threads)
 
     @property
     def takes_batches(self) -> bool:
-        return self.onnx.fixed_batch is None
+        return self.session.fixed_batch is None
 
     def __call__(self, frames: list[Frame]) -> list[ModelOutput]:
         """One output per frame; the stage timings are those of the whole call."""
@@ -55,14 +66,16 @@ class LoadedModel:
         t0 = time.perf_counter()
         batch, placements = preprocess([f.image for f in frames], self.spec.input)
         t1 = time.perf_counter()
-        raw = self.onnx.run(batch)
+        raw = self.session.run(batch)
         t2 = time.perf_counter()
         detections = drivable = lanes = [None] * len(frames)
+        outputs = dict(zip(self.session.output_names, raw, strict=True))
+        sizes = [(f.width, f.height) for f in frames]
         if self.spec.decoder == "twinlitenet":
-            outputs = dict(zip(self.onnx.output_names, raw, strict=True))
             drivable, lanes = decode_twinlitenet(outputs["da"], outputs["ll"])
+        elif self.spec.decoder == "multitask":
+            detections, drivable, lanes = decode_multitask(outputs, self.spec, placements, sizes)
         else:
-            sizes = [(f.width, f.height) for f in frames]
             detections = decode_detections(raw, self.spec, placements, sizes)
         t3 = time.perf_counter()
         timings = {f"{name}/preprocess": (t1 - t0) * 1e3, f"{name}/inference": (t2 - t1) * 1e3,

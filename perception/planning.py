@@ -414,8 +414,17 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     plan = Plan(status=status, reasons=reasons + why_slow, waypoints=waypoints,
                 target_speed_mps=round(target, 3),
                 control=Control(steer=steer, throttle=throttle, brake=brake),
-                obstacles=obstacles_of(bev))
+                obstacles=obstacles_of(bev), image_path=image_path(waypoints, camera))
     return PlanOutput(plan, replace(state, previous=plan, time=now, pid=pid), bev)
+
+
+def image_path(waypoints: list[tuple[float, float]], camera: CameraModel
+               ) -> list[tuple[float, float]]:
+    """Waypoints in front of the camera as frame pixels, so a viewer can draw the path."""
+    if not waypoints:
+        return []
+    pixels, in_front = camera.ground_to_pixel(np.asarray(waypoints, np.float64))
+    return [(round(float(u), 1), round(float(v), 1)) for u, v in pixels[in_front]]
 
 
 def stop_sign_memory(bev: BirdsEye, state: PlannerState, speed: float, now: float,

@@ -72,6 +72,9 @@ class Plan(BaseModel):
     target_speed_mps: float = Field(ge=0.0)
     control: Control
     obstacles: list[PlanObstacle] = Field(default_factory=list)
+    image_path: list[tuple[float, float]] = Field(
+        default_factory=list,
+        description="The waypoints in front of the camera, projected to [u, v] frame pixels")
 
 
 class FrameResult(BaseModel):

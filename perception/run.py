@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from models.zoo import default_models, resolve
 from perception.bev import BirdsEye, draw_path, render_bev
 from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
@@ -35,7 +36,7 @@ from perception.planning import PlannerState, plan_frame
 from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
 from perception.results import FrameResult
 
-DEFAULT_MODELS = "yolox-nano,twinlitenet"
+DEFAULT_MODELS = ",".join(default_models())
 VIDEO_FPS_FALLBACK = 10.0  # for a video made from still images
 
 
@@ -67,8 +68,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.zoo import resolve
-
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if not names:
         raise PerceptionError("--models names no model")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.zoo import default_models
 from perception.errors import PerceptionError
 from serving.service import ServeConfig, Service
 
@@ -19,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, default=8000, help="HTTP port (default 8000)")
     add("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
-    add("--models", default="yolox-nano,twinlitenet",
-        help="comma list of zoo models (default yolox-nano,twinlitenet)")
+    add("--models", default=",".join(default_models()),
+        help="comma list of models: zoo names, spec .yaml or .onnx files "
+             f"(default {','.join(default_models())}, our embedded network)")
     add("--camera", action="append", default=[], metavar="NAME=camera.yaml",
         help="a camera for plan/bev outputs; repeatable, the first is the default")
     add("--max-batch", type=int, default=8, help="most frames per batch (1 = no batching)")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.zoo import default_models
 from perception.bev import bev_payload
 from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
@@ -49,7 +50,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = None
-    models: list[str] = field(default_factory=lambda: ["yolox-nano", "twinlitenet"])
+    models: list[str] = field(default_factory=default_models)
     cameras: dict[str, Path] = field(default_factory=dict)  # name -> camera.yaml, first = default
     max_batch: int = 8
     max_delay_ms: float = 5.0

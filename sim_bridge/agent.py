@@ -24,6 +24,7 @@ import carla
 import numpy as np
 import yaml
 
+from models.zoo import default_models
 from perception.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
@@ -87,7 +88,7 @@ class PerceptionAgent(AutonomousAgent):
                 raise PerceptionError(f"agent config {path}: expected a mapping (models, camera, "
                                       "wheelbase_m, ...)")
         self.camera = CameraSpec.parse(str(config.get("camera", "640x360,90")))
-        models = config.get("models", ["yolox-nano", "twinlitenet"])
+        models = config.get("models", default_models())
         if isinstance(models, str):  # `models: yolox-nano,twinlitenet` as on the command line
             models = models.split(",")
         try:

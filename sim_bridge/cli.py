@@ -14,6 +14,7 @@ from pathlib import Path
 
 import carla
 
+from models.zoo import default_models
 from perception.errors import PerceptionError
 from sim_bridge.bridge import Perceive, Rig, SimConfig, run
 from sim_bridge.driving import PlannerDriver, car_geometry, planner_driver, planning_perceiver
@@ -51,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure route completion along the lane for this many metres")
     parser.add_argument("--perception", choices=["models", "ground-truth"], default="models",
                         help="our models on the camera image (default), or CARLA's labels")
-    parser.add_argument("--models", default="yolox-nano,twinlitenet",
-                        help="zoo models for --perception models (comma list)")
+    parser.add_argument("--models", default=",".join(default_models()),
+                        help="models for --perception models (comma list; default "
+                             f"{','.join(default_models())})")
     parser.add_argument("--fake", choices=sorted(FAKE_SCENARIOS),
                         help="no server: drive in the in-process fake CARLA on this road")
 

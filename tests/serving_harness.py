@@ -47,12 +47,14 @@ class StatsPerceiver:
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate
+        self.entered = threading.Event()  # set once a batch is being worked on
         self.batches: list[int] = []
         self.models = [_Loaded(ModelSpec("image-stats", "detection", "yolox",
                                          InputSpec(64, 64), classes=("bright",)))]
         self.model_names = ["image-stats"]
 
     def perceive(self, frames: list[Frame]) -> list[FrameResult]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(30)
         self.batches.append(len(frames))
@@ -116,7 +118,7 @@ def real_server(grpc: bool = True) -> tuple[str, Service, object]:
     from perception.pipeline import Perceiver
 
     config = ServeConfig(port=0, grpc_port=0 if grpc else None, max_batch=8, max_delay_ms=5,
-                         cameras={"bdd": BDD_CAMERA})
+                         cameras={"bdd": BDD_CAMERA}, models=["yolox-nano", "twinlitenet"])
     service = Service(config, lambda: Perceiver.from_names(config.models))
     context = running_server(service)
     _KEEP_RUNNING.append(context)  # a collected context manager would stop the server

@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
+from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.export import parity
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
-from models.train import build_net, load_checkpoint, save_checkpoint
 from models.zoo import spec_from_onnx
 from perception.cli import main as cli_main
 from perception.inference import OnnxModel
@@ -60,6 +60,7 @@ def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> 
 
 
 def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path: Path,
+                                                     models_mirror: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "lite.onnx"
     out.write_bytes(b"previous export")
@@ -70,13 +71,21 @@ def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path:
     assert "no 'ema' weights" in capsys.readouterr().err
     assert export("--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)) == 2
     assert "no such checkpoint" in capsys.readouterr().err
-    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    assert export("--checkpoint", str(tmp_path / "garbage.pt"), "--out", str(out)) == 2
-    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    for garbage in (b"not a checkpoint", b"PK\x03\x04 not a zip", b"\x80\x02 no pickle"):
+        (tmp_path / "garbage.pt").write_bytes(garbage)
+        assert export("--checkpoint", str(tmp_path / "garbage.pt"), "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert "not a readable PyTorch checkpoint" in err and err.count("\n") == 1, err
+    fastestdet = models_mirror / "fastestdet" / "fastestdet_coco_352_state_dict.pth"
+    assert export("--checkpoint", str(fastestdet), "--out", str(out)) == 2  # another network
+    assert "a checkpoint of architecture 'none'" in capsys.readouterr().err
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8") == 2
     assert "--calibration" in capsys.readouterr().err
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--int8",
                   "--calibration", str(tmp_path / "nowhere")) == 2
     assert "no calibration images" in capsys.readouterr().err
+    assert export("--checkpoint", str(empty), "--out", str(tmp_path / "empty.onnx"),
+                  "--torch") == 2
+    assert "over the checkpoint it reads" in capsys.readouterr().err
     assert out.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pt", "garbage.pt", "lite.onnx"]

@@ -146,14 +146,19 @@ def test_queue_full_is_resource_exhausted_and_deadline_is_deadline_exceeded() ->
     gate = threading.Event()
     gate.set()
     config = ServeConfig(grpc_port=0, max_batch=1, max_delay_ms=0, queue_size=1)
-    service = Service(config, lambda: StatsPerceiver(gate))
+    perceiver = StatsPerceiver(gate)
+    service = Service(config, lambda: perceiver)
     with running_server(service) as (_, _, app):
         gate.clear()
+        perceiver.entered.clear()
         with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc.port}") as channel:
             stub = perception_pb2_grpc.PerceptionStub(channel)
             with ThreadPoolExecutor(2) as pool:
-                held = [pool.submit(stub.Perceive, Request(image=solid_jpeg(v)), timeout=30)
-                        for v in (10, 20)]
+                # The first request is being worked on (held at the gate), the second waits in
+                # the one-place queue: a third finds the queue full.
+                held = [pool.submit(stub.Perceive, Request(image=solid_jpeg(10)), timeout=30)]
+                assert perceiver.entered.wait(10)
+                held.append(pool.submit(stub.Perceive, Request(image=solid_jpeg(20)), timeout=30))
                 deadline = time.monotonic() + 10
                 while service.batcher.depth < 1 and time.monotonic() < deadline:
                     time.sleep(0.01)

@@ -43,3 +43,17 @@ def test_perceive_batch_equals_stream(drives: Path) -> None:
         assert a.drivable.shape == (360, 640) and a.lanes.dtype == np.uint8
         assert {"fastestdet/inference", "twinlitenet/decode", "total"} <= set(a.timings_ms)
     assert "read" in streamed[0].timings_ms
+
+
+def test_our_multitask_network_through_the_perceiver(drives: Path) -> None:
+    """The embedded network carries its spec in its ONNX metadata; one model, both outputs."""
+    embedded = Path(__file__).resolve().parents[1] / "models" / "embedded" / "multitask_lite.onnx"
+    frames = list(open_source(str(drives / "bdd100k_frames" / "yolop" / "3c0e7240-96e390d2.jpg")))
+    with Perceiver.from_names([str(embedded)]) as perceiver:
+        (result,) = perceiver.perceive(frames)
+    spec = perceiver.models[0].spec
+    assert spec.decoder == "multitask"
+    assert result.drivable.shape == (spec.input.height, spec.input.width)
+    assert result.mask_at_frame_size("lanes").shape == (720, 1280)
+    assert 0.05 < result.drivable.mean() < 0.9
+    assert all(0 <= d.box[0] < d.box[2] <= 1280 for d in result.detections)

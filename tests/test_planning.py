@@ -215,10 +215,14 @@ def test_plan_is_part_of_the_result_json():
     data = json.loads(result.model_dump_json())
     plan = data["plan"]
     assert set(plan) == {"status", "reasons", "waypoints", "target_speed_mps", "control",
-                         "obstacles"}
+                         "obstacles", "image_path"}
     assert set(plan["control"]) == {"steer", "throttle", "brake"}
     assert set(plan["obstacles"][0]) == {"x", "y", "width", "label"}
     assert all(len(w) == 2 for w in plan["waypoints"])
+    # The path seen from the camera: every waypoint ahead, nearer ones lower in the image.
+    assert len(plan["image_path"]) == len(plan["waypoints"])
+    rows = [v for _, v in plan["image_path"]]
+    assert rows == sorted(rows, reverse=True)
     assert FrameResult.model_validate(data).plan == result.plan
 
 

@@ -31,6 +31,9 @@ def drive(video_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+TEACHERS = ["--models", "yolox-nano,twinlitenet"]  # the zoo pair, not the default
+
+
 def read_mcap(path: Path) -> tuple[dict[str, str], dict[str, list]]:
     """(topic -> schema name, topic -> list of messages) with the mcap library."""
     schemas: dict[str, str] = {}
@@ -93,7 +96,7 @@ def test_recorded_log_holds_images_and_calibration(drive):
 
 def test_replay_round_trip_to_foxglove_mcap_jsonl_and_video(drive, tmp_path, capsys):
     out, jsonl, video = tmp_path / "out.mcap", tmp_path / "out.jsonl", tmp_path / "out.mp4"
-    code = cli(["replay", str(drive), "--max", "--end", "0.4", "--out", str(out),
+    code = cli(["replay", str(drive), *TEACHERS, "--max", "--end", "0.4", "--out", str(out),
                 "--json", str(jsonl), "--video", str(video)])
     assert code == 0
     table = capsys.readouterr().err
@@ -137,7 +140,8 @@ def test_replay_round_trip_to_foxglove_mcap_jsonl_and_video(drive, tmp_path, cap
 def test_paced_replay_drops_frames_and_counts_deadline_misses(drive, tmp_path, capsys):
     """Both models take far longer than the 40 ms between frames: newest wins."""
     jsonl = tmp_path / "paced.jsonl"
-    assert cli(["replay", str(drive), "--rate", "1", "--end", "1", "--json", str(jsonl)]) == 0
+    assert cli(["replay", str(drive), *TEACHERS, "--rate", "1", "--end", "1",
+                "--json", str(jsonl)]) == 0
     counts = dict(line.rsplit(None, 1) for line in capsys.readouterr().err.splitlines()[:5])
     read, processed, dropped = (int(counts[k]) for k in ("frames read", "processed", "dropped"))
     assert read == 25 and processed + dropped == read
@@ -223,7 +227,7 @@ def test_plan_becomes_a_foxglove_scene_in_the_vehicle_frame(drive, tmp_path):
 
     out, jsonl = tmp_path / "plan.mcap", tmp_path / "plan.jsonl"
     camera = REPO / "perception" / "cameras" / "udacity_960x540.yaml"
-    assert cli(["replay", str(drive), "--end", "0.2", "--plan", "--camera", str(camera),
+    assert cli(["replay", str(drive), *TEACHERS, "--end", "0.2", "--plan", "--camera", str(camera),
                 "--out", str(out), "--json", str(jsonl)]) == 0
     schemas, messages = read_mcap(out)
     assert schemas["/perception/plan"] == "foxglove.SceneUpdate"
@@ -247,7 +251,7 @@ def test_paced_plan_stops_safely_when_perception_falls_behind(drive, tmp_path):
     """At 10x speed every result is older (on the log clock) than the planner's deadline."""
     jsonl = tmp_path / "fast.jsonl"
     camera = REPO / "perception" / "cameras" / "udacity_960x540.yaml"
-    assert cli(["replay", str(drive), "--rate", "10", "--plan", "--camera", str(camera),
+    assert cli(["replay", str(drive), *TEACHERS, "--rate", "10", "--plan", "--camera", str(camera),
                 "--json", str(jsonl)]) == 0
     plans = [json.loads(line)["plan"] for line in jsonl.read_text().splitlines()]
     assert plans and all(p["status"] == "safe_stop" for p in plans)

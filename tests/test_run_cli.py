@@ -39,7 +39,8 @@ def test_folder_to_jsonl_masks_and_images(two_images: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    code = run([str(two_images), "--json", str(out / "r.jsonl"), "--save-masks",
+    code = run([str(two_images), "--models", "yolox-nano,twinlitenet", "--json",
+                str(out / "r.jsonl"), "--save-masks",
                 str(out / "masks"), "--out", str(out / "annotated")], monkeypatch)
     assert code == 0
     assert files_under(out) == ["annotated/a.jpg", "annotated/b.jpg", "masks/a_drivable.png",

@@ -255,12 +255,17 @@ def test_no_cors_unless_configured(real: str) -> None:
 def test_queue_full_is_503_with_retry_after_and_deadline_is_504() -> None:
     gate = threading.Event()
     config = ServeConfig(max_batch=1, max_delay_ms=0, queue_size=2, request_timeout_s=20)
-    service = Service(config, lambda: StatsPerceiver(gate))
+    perceiver = StatsPerceiver(gate)
+    service = Service(config, lambda: perceiver)
     gate.set()  # let the warm-up through, then hold the model
     with running_server(service) as (base, _, _):
         gate.clear()
+        perceiver.entered.clear()
         with ThreadPoolExecutor(3) as pool:
-            held = [pool.submit(post_image, base, solid_jpeg(v)) for v in (10, 20, 30)]
+            # One request held in the model, two waiting fill the queue: a fourth is refused.
+            held = [pool.submit(post_image, base, solid_jpeg(10))]
+            assert perceiver.entered.wait(10)
+            held += [pool.submit(post_image, base, solid_jpeg(v)) for v in (20, 30)]
             deadline = time.monotonic() + 10
             while service.batcher.depth < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)

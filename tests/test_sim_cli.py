@@ -34,6 +34,7 @@ def test_sim_with_real_models_over_fake_frames_records_mcap(models_mirror, tmp_p
                                                             capsys) -> None:
     out = tmp_path / "run.mcap"
     code = main(["sim", "--fake", "stopped-car", "--port", "2611", "--ticks", "12",
+                 "--models", "yolox-nano,twinlitenet",
                  "--camera", "320x180,90", "--out", str(out), "--ground-truth",
                  "--route", "50"])
     captured = capsys.readouterr()

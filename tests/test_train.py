@@ -14,9 +14,20 @@ import pytest
 import torch
 
 from models.augment import augment, crop_and_resize
-from models.data import DataError, Sample, labeled_assets, read_kitti
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.data import (
+    CLASS_ID,
+    DataError,
+    Sample,
+    labeled_assets,
+    load,
+    read_bdd,
+    read_camvid_road,
+    read_kitti,
+    read_sim_recording,
+)
 from models.distill import distill, plan
-from models.train import CheckpointError, add_arguments, load_checkpoint
+from models.train import add_arguments
 from perception.cli import main as cli_main
 
 TINY = ["--width", "96", "--height", "64", "--batch", "2", "--workers", "0"]
@@ -102,6 +113,9 @@ def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) 
     assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "2", *TINY) == 0
     assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "4", "--resume",
                      *TINY) == 0
+    tiny_other_batch = [*TINY[:5], "3", *TINY[6:]]
+    assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "6", "--resume",
+                     *tiny_other_batch) == 2  # other batches than the run drew: refused
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert a["step"] == b["step"] == 4
     for key in a["model"]:
@@ -138,7 +152,10 @@ def test_empty_or_mislabelled_folders_are_refused(tmp_path: Path, drives: Path,
     (kitti / "label_2" / "000000.txt").unlink()
     with pytest.raises(DataError, match="missing"):
         read_kitti(kitti)
-    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert train_cli("--bdd-drivable", str(drives / "labeled" / "bdd100k_drivable"), "--out",
+                     str(tmp_path / "r3"), *TINY) == 2  # labels without their images
+    assert "--bdd-images together with" in capsys.readouterr().err
+    assert not any((tmp_path / run).exists() for run in ("r1", "r2", "r3"))
 
 
 def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Path,
@@ -167,3 +184,64 @@ def test_arguments_parse() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--out", "x", "--data", "a", "--data", "b"])
     assert args.data == [Path("a"), Path("b")] and args.device == "auto"
+
+
+def test_bad_label_folders_are_refused_before_training(tmp_path: Path, drives: Path) -> None:
+    images = drives / "bdd100k_frames" / "yolop"
+    with pytest.raises(DataError, match="no image matches the given BDD100K labels"):
+        read_bdd(images, drivable=drives / "labeled" / "camvid_road" / "labels")  # wrong names
+    detections = tmp_path / "det.json"
+    detections.write_text('[{"name": "0ace96c3-48481887.jpg", "labels": [{"category": "car", '
+                          '"box2d": {"x1": "left", "y1": 1, "x2": 3, "y2": 4}}]}]')
+    with pytest.raises(DataError, match="'0ace96c3-48481887.jpg' is not in the BDD100K"):
+        read_bdd(images, detections)
+    camvid = tmp_path / "camvid"
+    (camvid / "images").mkdir(parents=True)
+    (camvid / "labels").mkdir()
+    (camvid / "images" / "Seq05VD_f00000.png").symlink_to(
+        drives / "labeled" / "camvid_road" / "images" / "Seq05VD_f00000.png")
+    with pytest.raises(DataError, match=r"labels/Seq05VD_f00000.png: missing"):
+        read_camvid_road(camvid)
+
+
+@pytest.fixture(scope="module")
+def sim_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-tick CARLA run in the in-process fake, stopped car ahead, with ground truth."""
+    pytest.importorskip("carla", reason="the [sim] extra (carla wheel) is not installed")
+    out = tmp_path_factory.mktemp("sim") / "run.mcap"
+    assert cli_main(["sim", "--fake", "stopped-car", "--ticks", "20", "--ground-truth",
+                     "--perception", "ground-truth", "--out", str(out)]) == 0
+    return out
+
+
+def test_sim_recording_is_labelled_training_data(sim_recording: Path, tmp_path: Path) -> None:
+    records = read_sim_recording(sim_recording)
+    assert len(records) == 20 and {r.source for r in records} == {"sim/run"}
+    sample = load(records[0])
+    assert sample.image.shape == (360, 640, 3) and sample.image.dtype == np.uint8
+    assert sample.drivable.shape == sample.lanes.shape == (360, 640)
+    assert 0.1 < sample.drivable.mean() < 0.9 and sample.lanes.any()
+    assert not (sample.lanes & (1 - sample.drivable)).any()  # markings lie on the road
+    (box,) = sample.boxes  # the stopped car, ahead of us, above the road's far end
+    assert sample.classes.tolist() == [CLASS_ID["car"]]
+    x1, y1, x2, y2 = box
+    assert x1 < 320 < x2 and sample.drivable[int(y2):].any()
+    assert train_cli("--sim", str(sim_recording), "--out", str(tmp_path / "run"),
+                     "--steps", "1", *TINY) == 0
+
+
+def test_not_a_sim_recording_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.mcap").write_bytes(b"not mcap")
+    with pytest.raises(DataError, match="not a readable simulator recording"):
+        read_sim_recording(tmp_path / "x.mcap")
+
+
+def test_python_dash_m_models_train_exits_like_perception_train(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from models import train
+    from models.command import standalone
+
+    monkeypatch.setattr("sys.argv", ["models.train", "--kitti", str(tmp_path / "none"),
+                                     "--out", str(tmp_path / "run")])
+    assert standalone("train", train.add_arguments, train.main, train.__doc__) == 2
+    assert capsys.readouterr().err.startswith("train: error: ")

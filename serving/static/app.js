@@ -3,7 +3,8 @@
 // Stills go to POST /v1/perceive; video and webcam frames go over WS /v1/stream as JPEG, one
 // frame in flight at a time (frames presented while one is in flight are skipped: newest wins).
 // Each result is drawn on the very frame that was sent, so the overlay always lines up.
-// Read top to bottom: server status, inputs, still, stream, drawing.
+// Read top to bottom: what to ask for (outputs, API key), server status, inputs, a still, a
+// stream, drawing, the status strip.
 "use strict";
 
 const ALL_OUTPUTS = "detections,masks,plan,bev";
@@ -58,13 +59,22 @@ function useKey(event) {
 $("key-form").addEventListener("submit", useKey);
 $("api-key").addEventListener("change", useKey);
 
-// A server started without a camera (or without the planner) refuses plan and bev with a 400
-// that says so: from then on ask only for detections and masks, and show why in the panel.
+// A server that cannot plan for this source (started without --camera, or its camera is for
+// another frame size) answers 400 with a message that says so. Then ask this source only for
+// detections and masks, and show that message in the bird's-eye panel.
 function dropPlanOutputs(status, message) {
-  if (outputs === BASIC_OUTPUTS || status !== 400 || !/\b(plan|bev)\b/i.test(message)) return false;
+  if (outputs === BASIC_OUTPUTS || status !== 400 || !/\b(plan|bev|camera)\b/i.test(message)) {
+    return false;
+  }
   outputs = BASIC_OUTPUTS;
   noPlanReason = message;
   return true;
+}
+
+function newSource(name) {
+  outputs = ALL_OUTPUTS;
+  noPlanReason = null;
+  $("source-name").textContent = name;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,7 +156,7 @@ for (const id of ["layer-drivable", "layer-lanes", "layer-boxes", "layer-path"])
 }
 
 function openFile(file) {
-  $("source-name").textContent = file.name;
+  newSource(file.name);
   $("source-name").title = `${file.name} (${file.type || "unknown type"}, ${file.size} bytes)`;
   if (file.type.startsWith("video/")) startVideo(file);
   else perceiveStill(file);   // anything else: the server says whether it can read it
@@ -235,7 +245,7 @@ async function startWebcam() {
   video.muted = true;
   video.playsInline = true;
   video.srcObject = media;
-  $("source-name").textContent = "webcam";
+  newSource("webcam");
   startStream(video, () => media.getTracks().forEach((track) => track.stop()));
 }
 
@@ -302,14 +312,14 @@ async function sendFrame(current) {
 
 async function onStreamMessage(current, data) {
   const message = JSON.parse(data);
+  if (message.error && dropPlanOutputs(message.status, message.error)) {
+    const onStop = current.onStop;   // reconnect without plan and bev, same video
+    current.onStop = () => {};
+    startStream(current.video, onStop);
+    return;
+  }
   if (message.error && message.sequence === undefined) {   // the stream itself was refused
-    if (dropPlanOutputs(message.status, message.error)) {
-      const onStop = current.onStop;
-      current.onStop = () => {};
-      startStream(current.video, onStop);
-    } else {
-      finishStream(`The server refused the stream: ${message.error}`);
-    }
+    finishStream(`The server refused the stream: ${message.error}`);
     return;
   }
   const flight = current.inFlight;
@@ -586,7 +596,8 @@ function showControl(plan) {
   const steerBar = $("steer-bar");
   steerBar.style.left = `${50 + Math.min(steer, 0) * 50}%`;
   steerBar.style.width = `${Math.abs(steer) * 50}%`;
-  $("steer").textContent = `${steer >= 0 ? "+" : ""}${steer.toFixed(2)}`;
+  const steerShown = Math.round(steer * 100) / 100;   // -0.001 shows as 0.00, not -0.00
+  $("steer").textContent = `${steerShown > 0 ? "+" : ""}${steerShown.toFixed(2)}`;
   $("steer").title = steer < 0 ? "steering left" : steer > 0 ? "steering right" : "straight";
   $("throttle-bar").style.width = `${throttle * 100}%`;
   $("throttle").textContent = throttle.toFixed(2);
