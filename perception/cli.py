@@ -28,7 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perception", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="perception", description="Camera perception for driving: detect, segment, plan, "
+        "serve, replay drive logs, and drive in CARLA. `perception COMMAND -h` for each.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)

@@ -33,11 +33,17 @@ from perception.frames import VIDEO_SUFFIXES, Frame, count_frames, open_source
 from perception.overlay import draw_result
 from perception.pipeline import Perceiver
 from perception.planning import PlannerState, plan_frame
-from perception.report import atomic_output, jsonl_line, stage_stats, summary_table
+from perception.report import (
+    VideoOutput,
+    atomic_output,
+    jsonl_line,
+    stage_stats,
+    summary_table,
+    writable,
+)
 from perception.results import FrameResult
 
 DEFAULT_MODELS = ",".join(default_models())
-VIDEO_FPS_FALLBACK = 10.0  # for a video made from still images
 
 
 class OutputError(PerceptionError):
@@ -137,18 +143,17 @@ class Outputs:
     def __init__(self, args: argparse.Namespace, stack: ExitStack) -> None:
         self.jsonl = None
         if args.json:
-            temp = stack.enter_context(atomic_output(_writable(args.json)))
+            temp = stack.enter_context(atomic_output(writable(args.json)))
             self.jsonl = stack.enter_context(temp.open("w"))
         self.masks_dir = _folder(args.save_masks) if args.save_masks else None
         self.bev_dir = _folder(args.save_bev) if args.save_bev else None
         self.out = args.out
-        self.out_is_video = bool(args.out) and args.out.suffix.lower() in VIDEO_SUFFIXES
-        if self.out_is_video:
-            self.video_temp = stack.enter_context(atomic_output(_writable(args.out)))
-            stack.callback(self._release_video)
+        self.video: VideoOutput | None = None
+        if args.out and args.out.suffix.lower() in VIDEO_SUFFIXES:
+            self.video = VideoOutput(stack.enter_context(atomic_output(writable(args.out))))
+            stack.callback(self.video.finish)
         elif args.out:
             _folder(args.out)
-        self.video: cv2.VideoWriter | None = None
 
     def write(self, frame: Frame, result: FrameResult, bev: BirdsEye | None = None,
               camera: CameraModel | None = None) -> None:
@@ -164,37 +169,13 @@ class Outputs:
             annotated = draw_result(frame.image, result)
             if result.plan is not None and camera is not None:
                 draw_path(annotated, camera, result.plan.waypoints)
-            if self.out_is_video:
-                self._video_frame(annotated, frame.meta.get("fps", VIDEO_FPS_FALLBACK))
+            if self.video is not None:
+                self.video.write(frame.timestamp, annotated)
             else:
                 write_image(self.out / f"{frame.name}.jpg", annotated)
         result.timings_ms["write"] = (time.perf_counter() - t0) * 1e3
         if self.jsonl:
             self.jsonl.write(jsonl_line(result))
-
-    def _video_frame(self, image: np.ndarray, fps: float) -> None:
-        if self.video is None:
-            self.size = (image.shape[1], image.shape[0])
-            # mp4v: the OpenCV wheels carry no H.264 encoder.
-            self.video = cv2.VideoWriter(str(self.video_temp), cv2.VideoWriter.fourcc(*"mp4v"),
-                                         fps, self.size)
-            if not self.video.isOpened():
-                raise OutputError(f"{self.out}: cannot write a video with this suffix")
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size)
-        self.video.write(image)
-
-    def _release_video(self) -> None:
-        if self.video is not None:
-            self.video.release()
-
-
-def _writable(path: Path) -> Path:
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder, expected a file name")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path.parent}: no such folder")
-    return path
 
 
 def _folder(path: Path) -> Path:

@@ -61,13 +61,13 @@ def rss_mb(pid: int) -> float:
 class Server:
     """`perception serve` in a subprocess, ready when /readyz says so."""
 
-    def __init__(self, max_batch: int, max_delay_ms: float, models: str) -> None:
+    def __init__(self, max_batch: int, max_delay_ms: float, models: str | None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "perception", "serve", "--port", str(self.port),
-             "--models", models, "--max-batch", str(max_batch), "--max-delay-ms",
-             str(max_delay_ms), "--queue-size", "256"],
+             *(["--models", models] if models else []), "--max-batch", str(max_batch),
+             "--max-delay-ms", str(max_delay_ms), "--queue-size", "256"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while True:
@@ -134,7 +134,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
                         help="folder of JPEG frames to post (cycled)")
-    parser.add_argument("--models", default="yolox-nano,twinlitenet")
+    parser.add_argument("--models", default=None,
+                        help="comma list of models (default: the server's default)")
     parser.add_argument("--clients", default="1,4,16", help="comma list of client counts")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per level")
     parser.add_argument("--warmup-s", type=float, default=15.0,
@@ -156,7 +157,7 @@ def main() -> int:
         raise SystemExit(f"{args.images}: no .jpg frames")
     client_counts = [int(c) for c in args.clients.split(",")]
     query = f"?outputs={args.outputs}"
-    print(f"# {len(images)} frames from {args.images}, models {args.models}, "
+    print(f"# {len(images)} frames from {args.images}, models {args.models or 'default'}, "
           f"{args.duration_s:g} s per level, {os.cpu_count()} CPUs")
     levels: list[Level] = []
     soak: dict = {}

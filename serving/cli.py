@@ -88,11 +88,13 @@ def main(args: argparse.Namespace) -> int:
 
     from models.zoo import get_spec
     from perception.pipeline import Perceiver
+    from perception.planning import detects_road_users
     from serving.http_app import create_app
 
     config = config_from_args(args)
-    for name in config.models:
-        get_spec(name)  # an unknown name fails here, before the server starts
+    specs = [get_spec(name) for name in config.models]  # unknown names fail before starting
+    if config.cameras:
+        detects_road_users(specs)  # plans need a segmentation model: say so now
     service = Service(config, make_perceiver=lambda: Perceiver.from_names(config.models))
     uvicorn.run(create_app(service), host=config.host, port=config.port,
                 ws_max_size=config.max_body_bytes, timeout_graceful_shutdown=30,

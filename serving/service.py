@@ -27,7 +27,7 @@ from perception.camera import CameraModel, load_camera
 from perception.errors import PerceptionError
 from perception.frames import Frame, SourceError, decode_image
 from perception.modelspec import ModelSpec
-from perception.planning import PlannerState, plan_frame
+from perception.planning import PlannerState, detects_road_users, plan_frame
 from perception.results import FrameResult
 from serving.batcher import Batcher, BatchStats, QueueFull, ShuttingDown
 from serving.metrics import Metrics
@@ -259,7 +259,8 @@ class Service:
             camera = self.cameras[options.camera]
             try:
                 planned = plan_frame(result, camera, planner or PlannerState(), now=time.time(),
-                                     detections_available=self._has_detector())
+                                     detections_available=detects_road_users(
+                                         self.model_specs()))
             except PerceptionError as error:  # e.g. the frame size is not the camera's
                 raise RequestError(400, f"camera {options.camera!r}: {error}") from None
             result.plan, planner = planned.plan, planned.state
@@ -276,8 +277,6 @@ class Service:
         data["bev"] = bev
         return data, planner
 
-    def _has_detector(self) -> bool:
-        return any(spec.task in ("detection", "multitask") for spec in self.model_specs())
 
     def _perceive(self, frames: list[Frame]) -> list[FrameResult]:
         assert self.perceiver is not None

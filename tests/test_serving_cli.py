@@ -8,6 +8,8 @@ import pytest
 
 from perception.cli import main
 
+BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1280x720.yaml"
+
 
 @pytest.mark.parametrize(("extra", "words"), [
     (["--models", "nope-net"], "unknown model 'nope-net'"),
@@ -16,6 +18,8 @@ from perception.cli import main
     (["--api-key-file", "/no/such/keys.txt"], "no such API key file"),
     (["--camera", "front"], "expected NAME=camera.yaml"),
     (["--camera", "front=/no/such.yaml"], "is not a file"),
+    (["--models", "yolox-nano", "--camera", f"bdd={BDD_CAMERA}"],
+     "planning needs a segmentation model"),
 ])
 def test_bad_options_exit_2_with_one_line(extra: list[str], words: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
