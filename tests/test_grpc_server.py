@@ -57,9 +57,11 @@ def test_plan_and_bev_over_grpc(real: tuple[str, grpc.Channel], images: list[byt
     stub = perception_pb2_grpc.PerceptionStub(real[1])
     answer = stub.Perceive(Request(image=images[0], outputs=["plan", "bev"], camera="bdd"),
                            timeout=60)
-    assert answer.plan.status in ("ok", "degraded", "safe_stop")
-    assert answer.plan.status == "safe_stop" or len(answer.plan.waypoints) > 3
-    assert answer.bev.png[:8] == b"\x89PNG\r\n\x1a\n" and len(answer.bev.x_range) == 2
+    if answer.plan.status == "safe_stop":  # only when the answer came too late on a busy CPU
+        assert any("stale" in reason for reason in answer.plan.reasons), answer.plan.reasons
+    else:
+        assert answer.plan.status in ("ok", "degraded") and len(answer.plan.waypoints) > 3
+        assert answer.bev.png[:8] == b"\x89PNG\r\n\x1a\n" and len(answer.bev.x_range) == 2
     streamed = list(stub.StreamPerceive(iter([Request(image=images[0], outputs=["plan"])] * 2),
                                         timeout=60))
     assert all(a.plan.status for a in streamed)
