@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.data import DataError, detection_arrays
-from models.zoo import resolve
+from models.zoo import resolve, sha256_of
 from perception.frames import Frame, open_source, read_image
 from perception.pipeline import Perceiver
 from perception.results import FrameResult
@@ -104,14 +104,6 @@ def plan(drives: Path, video_step: int = 4) -> list[FrameRef]:
     return frames
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def teacher_key(specs: list) -> str:
     """A short hash of the teachers' pinned file checksums: their labels' version."""
     return hashlib.sha256("".join(spec.sha256 for spec in specs).encode()).hexdigest()[:12]
@@ -145,7 +137,7 @@ def label_frames(refs: list[FrameRef], cache: Path, batch: int = 8) -> tuple[lis
     teachers = [resolve(name) for name in TEACHERS]
     key = teacher_key([spec for spec, _ in teachers])
     cache.mkdir(parents=True, exist_ok=True)
-    hashes = {path: file_sha256(path) for path in {ref.path for ref in refs}}
+    hashes = {path: sha256_of(path) for path in {ref.path for ref in refs}}
     targets = [cache / f"{hashes[ref.path]}-{ref.frame}-{key}.npz" for ref in refs]
     todo = [i for i, target in enumerate(targets) if not target.is_file()]
     if todo:
