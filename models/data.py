@@ -33,9 +33,9 @@ from mcap.reader import make_reader
 
 from models.net import CLASSES
 from perception.errors import PerceptionError
-from perception.foxglove_writer import IMAGE_TOPIC
 from perception.frames import IMAGE_SUFFIXES, read_image
-from perception.image_messages import deserialize, image_of
+from perception.logs.foxglove_writer import IMAGE_TOPIC
+from perception.logs.messages import deserialize, image_of
 from perception.results import Detection
 
 CLASS_ID = {name: i for i, name in enumerate(CLASSES)}

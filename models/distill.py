@@ -30,10 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from models.data import DataError, detection_arrays
-from models.zoo import resolve, sha256_of
 from perception.frames import Frame, open_source, read_image
 from perception.pipeline import Perceiver
 from perception.results import FrameResult
+from perception.zoo.registry import resolve, sha256_of
 
 TEACHERS = ("yolox-nano", "twinlitenet")
 

@@ -1,7 +1,8 @@
 """The model card's figures, measured in one run: agreement, ground truth, CPU latency.
 
     python -m models.evaluate --distilled data/distilled --drives ../shared/assets/drives \
-        --model models/embedded/multitask_lite.onnx --model models/embedded/multitask_lite.int8.onnx
+        --model perception/zoo/embedded/multitask_lite.onnx \
+        --model perception/zoo/embedded/multitask_lite.int8.onnx
 
 1. Agreement with the teachers on the held-out validation frames of a distilled folder (whole
    drives never trained on): the student sees the ORIGINAL frame through the runtime's
@@ -28,7 +29,6 @@ from models import data as readers
 from models.data import DataError, Record, load
 from models.distill import TEACHERS, FrameRef, read_frames
 from models.metrics import BoxAP, MaskIoU
-from models.zoo import resolve, spec_from_onnx
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
@@ -36,6 +36,7 @@ from perception.multitask_decode import candidates, decode_multitask
 from perception.pipeline import Perceiver
 from perception.preprocess import preprocess
 from perception.results import FrameResult
+from perception.zoo.registry import resolve, spec_from_onnx
 
 EVAL_SCORE = 0.01  # AP needs the whole ranking, not only confident boxes
 

@@ -1,11 +1,12 @@
 """Checkpoint -> ONNX (fp32, fp16, INT8) that the runtime loads with no side file.
 
-    perception export --checkpoint runs/lite/last.pt --out models/embedded/multitask_lite.onnx \
-        --fp16 --int8 --torch --calibration data/distilled
+    perception export --checkpoint runs/lite/last.pt \
+        --out perception/zoo/embedded/multitask_lite.onnx --fp16 --int8 --torch \
+        --calibration data/distilled
 
 The graph is `models.net.Deployed` (sigmoids and box decoding inside) with a dynamic batch axis,
 opset 17. Its `ModelSpec` (classes, input convention, thresholds) is stored as JSON in the
-ONNX metadata key `perception.spec`, which `models.zoo.resolve("file.onnx")` reads back.
+ONNX metadata key `perception.spec`, which the zoo's `resolve("file.onnx")` reads back.
 `--fp16` writes `<out stem>.fp16.onnx` (fp16 weights and activations, fp32 inputs and
 outputs); `--int8` writes `<out stem>.int8.onnx`, statically quantized by ONNX Runtime (QDQ,
 per-channel int8 weights, uint8 activations; the box and mask decoding at the end stays float)
@@ -30,11 +31,11 @@ import torch
 from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.data import DataError, distilled_index
 from models.net import CLASSES, Deployed, MultiTaskNet
-from models.zoo import SPEC_METADATA_KEY
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
 from perception.modelspec import InputSpec, ModelSpec
 from perception.preprocess import preprocess
+from perception.zoo.registry import SPEC_METADATA_KEY
 
 NAME = "multitask-lite"
 OPSET = 17
@@ -56,7 +57,7 @@ def model_spec(net: MultiTaskNet, file: str = "", licence: str = "", sha256: str
 
 
 def metadata_props(spec: ModelSpec) -> dict[str, str]:
-    """The spec as the zoo reads it from an ONNX file (`models.zoo.spec_from_onnx`)."""
+    """The spec as the zoo reads it from an ONNX file (`perception.zoo.registry.spec_from_onnx`)."""
     return {SPEC_METADATA_KEY: json.dumps(spec.to_dict())}
 
 

@@ -9,7 +9,7 @@ Why CUDA graphs: the network is ~100 small kernels, so at batch 1 the GPU waits 
 kernel launches; replaying a captured graph issues them all at once. A graph is captured per
 batch size on first use (fixed shapes, fixed buffers).
 
-    python -m models.torch_runtime --weights models/embedded/multitask_lite.pt --batch 1 8
+    python -m models.torch_runtime --weights perception/zoo/embedded/multitask_lite.pt --batch 1 8
 """
 
 from __future__ import annotations

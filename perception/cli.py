@@ -15,12 +15,12 @@ import sys
 from perception.errors import PerceptionError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("perception.run", "perceive an image, a folder of images or a video"),
-    "models": ("models.zoo_cli", "list, pull and inspect models of the zoo"),
+    "run": ("perception.commands.run", "perceive an image, a folder of images or a video"),
+    "models": ("perception.commands.models", "list, pull and inspect models of the zoo"),
     "serve": ("serving.cli", "start the HTTP (and gRPC) service"),
-    "calibrate": ("perception.calibrate", "calibrate a camera from chessboard photos"),
-    "replay": ("perception.replay", "replay drive logs (MCAP, rosbag2, KITTI, video)"),
-    "record": ("perception.record", "record a camera, video or KITTI folder to MCAP"),
+    "calibrate": ("perception.commands.calibrate", "calibrate a camera from chessboard photos"),
+    "replay": ("perception.commands.replay", "replay drive logs (MCAP, rosbag2, KITTI, video)"),
+    "record": ("perception.commands.record", "record a camera, video or KITTI folder to MCAP"),
     "train": ("models.train", "train our multi-task network"),
     "export": ("models.export", "export a checkpoint to ONNX (fp32, fp16, INT8)"),
     "sim": ("sim_bridge.cli", "drive in the CARLA simulator, closed loop"),

@@ -1,6 +1,6 @@
 """What the runtime must know about a model to feed it and read its outputs.
 
-A `ModelSpec` is plain data: the zoo keeps one per named model (`models/zoo.yaml`), a user
+A `ModelSpec` is plain data: the zoo keeps one per named model (`perception/zoo/zoo.yaml`), a user
 registers their own ONNX with a YAML file of the same keys, and our own network stores the same
 fields in its ONNX metadata, so the runtime never guesses a convention.
 """

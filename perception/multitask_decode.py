@@ -8,7 +8,7 @@ outputs are (see models/net.py, `Deployed`):
 - `drivable`, `lanes` (N, H, W): per-pixel probabilities at input resolution.
 
 The model's `ModelSpec` travels inside the ONNX file (metadata key `perception.spec`, read by
-`models.zoo.resolve`), so no side file is needed.
+`perception.zoo.registry.resolve`), so no side file is needed.
 """
 
 from __future__ import annotations

@@ -107,8 +107,8 @@ class Perceiver:
 
     @classmethod
     def from_names(cls, names: list[str], **options) -> Perceiver:
-        """Models by zoo name, spec .yaml or .onnx path (see `models.zoo.resolve`)."""
-        from models.zoo import resolve  # the zoo is torch-free data + downloads
+        """Models by zoo name, spec .yaml or .onnx path (see `perception.zoo.registry.resolve`)."""
+        from perception.zoo.registry import resolve  # the zoo is torch-free data + downloads
 
         return cls([resolve(name) for name in names], **options)
 

@@ -62,7 +62,8 @@ class PlanObstacle(BaseModel):
 
 
 class Plan(BaseModel):
-    """The planner's answer for one frame (perception/planning.py); vehicle frame, metres."""
+    """The planner's answer for one frame (perception/driving/planning.py); vehicle frame,
+    metres."""
 
     status: Literal["ok", "degraded", "safe_stop"]
     reasons: list[str] = Field(default_factory=list,

@@ -72,7 +72,7 @@ def run_baseline(video: str, frames: int | None) -> dict:
     """One frame at a time, the plain way; written out in full on purpose."""
     import onnxruntime as ort
 
-    from models.zoo import resolve
+    from perception.zoo.registry import resolve
 
     (yolox_spec, yolox_path), (twin_spec, twin_path) = (resolve(name) for name in MODELS)
     yolox = ort.InferenceSession(str(yolox_path), providers=["CPUExecutionProvider"])

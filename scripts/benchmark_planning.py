@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 ASSETS = Path(os.environ.get("PERCEPTION_ASSETS", REPO.parent / "shared" / "assets"))
 os.environ.setdefault("PERCEPTION_MODELS_MIRROR", str(ASSETS / "models"))
 
-from perception.bev import OBSTACLE_LENGTH_M, birdseye, is_ego_hood  # noqa: E402
-from perception.camera import CameraModel, load_camera, read_kitti_calib  # noqa: E402
+from perception.driving.bev import OBSTACLE_LENGTH_M, birdseye, is_ego_hood  # noqa: E402
+from perception.driving.camera import CameraModel, load_camera, read_kitti_calib  # noqa: E402
+from perception.driving.planning import PlannerConfig, PlannerState, plan_frame  # noqa: E402
 from perception.frames import open_source  # noqa: E402
 from perception.pipeline import Perceiver  # noqa: E402
-from perception.planning import PlannerConfig, PlannerState, plan_frame  # noqa: E402
 from perception.results import FrameResult  # noqa: E402
 
 DRIVES = ASSETS / "drives"

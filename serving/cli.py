@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.zoo import default_models
 from perception.errors import PerceptionError
+from perception.zoo.registry import default_models
 from serving.service import ServeConfig, Service
 
 
@@ -86,9 +86,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from models.zoo import get_spec
+    from perception.driving.planning import detects_road_users
     from perception.pipeline import Perceiver
-    from perception.planning import detects_road_users
+    from perception.zoo.registry import get_spec
     from serving.http_app import create_app
 
     config = config_from_args(args)

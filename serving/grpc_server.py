@@ -20,8 +20,8 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from perception.driving.planning import PlannerState
 from perception.errors import PerceptionError
-from perception.planning import PlannerState
 from serving.batcher import DeadlineExceeded
 from serving.proto import perception_pb2, perception_pb2_grpc
 from serving.service import RequestError, Service, key_ok

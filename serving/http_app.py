@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from perception.planning import PlannerState
+from perception.driving.planning import PlannerState
 from perception.results import FrameResult
 from serving.batcher import DeadlineExceeded
 from serving.service import (

@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.zoo import default_models
-from perception.bev import bev_payload
-from perception.camera import CameraModel, load_camera
+from perception.driving.bev import bev_payload
+from perception.driving.camera import CameraModel, load_camera
+from perception.driving.planning import PlannerState, detects_road_users, plan_frame
 from perception.errors import PerceptionError
 from perception.frames import Frame, SourceError, decode_image
 from perception.modelspec import ModelSpec
-from perception.planning import PlannerState, detects_road_users, plan_frame
 from perception.results import FrameResult
+from perception.zoo.registry import default_models
 from serving.batcher import Batcher, BatchStats, QueueFull, ShuttingDown
 from serving.metrics import Metrics
 

@@ -24,10 +24,10 @@ import carla
 import numpy as np
 import yaml
 
-from models.zoo import default_models
-from perception.control import pure_pursuit_steer
+from perception.driving.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
+from perception.zoo.registry import default_models
 from sim_bridge.driving import CarGeometry, planner_driver, planning_perceiver
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import carla
 
-from models.zoo import default_models
 from perception.errors import PerceptionError
+from perception.zoo.registry import default_models
 from sim_bridge.bridge import Perceive, Rig, SimConfig, run
 from sim_bridge.driving import PlannerDriver, car_geometry, planner_driver, planning_perceiver
 from sim_bridge.ground_truth import GroundTruthPerceiver

@@ -1,9 +1,9 @@
 """Our planner and controller as the loop's driver: perception result -> Plan with controls
 (and the models it plans on, for `perception sim` and the Leaderboard agent alike).
 
-The planner (perception/planning.py) works in the vehicle frame of our camera files: x forward,
-y left, origin on the ground under the rear axle, and its controller maps steer = 1 to the
-car's largest road-wheel angle. CARLA mounts the camera relative to the car's centre and each
+The planner (perception/driving/planning.py) works in the vehicle frame of our camera files:
+x forward, y left, origin on the ground under the rear axle, and its controller maps steer = 1
+to the car's largest road-wheel angle. CARLA mounts the camera relative to the car's centre and each
 car has its own wheelbase and steering lock, so both are read from the ego vehicle's physics
 (`get_physics_control()`: wheel positions and `max_steer_angle`) when there is one.
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from perception.camera import CameraModel, carla_camera
-from perception.control import ControlConfig
-from perception.planning import PlannerConfig, PlannerState, detects_road_users, plan_frame
+from perception.driving.camera import CameraModel, carla_camera
+from perception.driving.control import ControlConfig
+from perception.driving.planning import PlannerConfig, PlannerState, detects_road_users, plan_frame
+from perception.driving.vehicle_model import VehicleParams
 from perception.results import FrameResult, Plan
-from perception.vehicle_model import VehicleParams
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ def camera_model(spec: CameraSpec, car: CarGeometry = CarGeometry()) -> CameraMo
 def planning_perceiver(names: list[str]) -> tuple[Perceiver, bool]:
     """Our models by zoo name, and whether one of them detects road users; a set that cannot
     be planned on (no segmentation model) is refused before any model loads."""
-    from models.zoo import resolve  # torch-free: specs and verified files
     from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
+    from perception.zoo.registry import resolve  # torch-free: specs and verified files
 
     models = [resolve(name) for name in names]
     detects = detects_road_users([spec for spec, _ in models])

@@ -10,7 +10,7 @@ Traffic Manager. The value types (`Transform`, `Location`, `Rotation`, `VehicleC
 `tests/test_sim_fake_api.py` checks every public name here against the wheel's `libcarla.pyi`.
 
 The world is one road with one or two lanes (straight or a constant-curvature arc), optionally a
-stopped car; cars move by perception/vehicle_model.py (a bicycle model). Cameras render the
+stopped car; cars move by perception/driving/vehicle_model.py (a bicycle model). Cameras render the
 road from the vehicle's pose (grey road, white lane lines, a box for each car): RGB as BGRA
 bytes, semantic segmentation with the CARLA tag in the red channel. Collision and lane-invasion
 sensors fire from the vehicle footprints. What it does not imitate: physics beyond the bicycle
@@ -37,10 +37,10 @@ import carla
 import cv2
 import numpy as np
 
-from perception import vehicle_model
-from perception.camera import fov_intrinsics
+from perception.driving import vehicle_model
+from perception.driving.camera import fov_intrinsics
+from perception.driving.vehicle_model import VehicleParams, VehicleState
 from perception.results import Control
-from perception.vehicle_model import VehicleParams, VehicleState
 from sim_bridge.geometry import box_corners, compose, ground_points, project
 
 TAG = carla.CityObjectLabel

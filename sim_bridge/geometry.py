@@ -1,6 +1,6 @@
 """A CARLA camera in CARLA's own frames: world -> pixel projection and pixel rays -> the ground.
 
-CARLA cameras are ideal pinholes with no distortion (K: `perception.camera.fov_intrinsics`).
+CARLA cameras are ideal pinholes with no distortion (K: `perception.driving.camera.fov_intrinsics`).
 CARLA's frames are Unreal's: x forward, y right, z up
 (left-handed), angles in degrees; an image's rows go down and columns go right, so a point
 (x, y, z) in the camera's own frame lands at column f*y/x + cx, row -f*z/x + cy.
@@ -13,7 +13,7 @@ from typing import Any
 import carla
 import numpy as np
 
-from perception.camera import fov_intrinsics
+from perception.driving.camera import fov_intrinsics
 
 
 def compose(parent: carla.Transform, local: carla.Transform) -> carla.Transform:

@@ -17,7 +17,7 @@ from typing import Any
 import carla
 import numpy as np
 
-from perception.camera import fov_intrinsics
+from perception.driving.camera import fov_intrinsics
 from perception.frames import Frame
 from perception.results import Detection, FrameResult
 from sim_bridge.geometry import box_corners, project

@@ -1,7 +1,7 @@
 """A closed-loop run as MCAP: the replay format, plus the simulator's state and ground truth.
 
-`SimRecorder` is the drive-log writer (perception/foxglove_writer.py: camera image, calibration,
-camera mount, annotations, drivable-area overlay, plan, and the result JSON on
+`SimRecorder` is the drive-log writer (perception/logs/foxglove_writer.py: camera image,
+calibration, camera mount, annotations, drivable-area overlay, plan, and the result JSON on
 /perception/result), so `perception replay` and Foxglove read a simulator run like a real drive.
 It adds:
 
@@ -25,10 +25,10 @@ import cv2
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from perception.camera import CameraModel
-from perception.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
+from perception.driving.camera import CameraModel
 from perception.frames import Frame
-from perception.report import atomic_output
+from perception.logs.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
+from perception.logs.outputs import atomic_output
 from perception.results import FrameResult
 
 

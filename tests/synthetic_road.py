@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from perception.camera import CameraModel, Mount
+from perception.driving.camera import CameraModel, Mount
 from perception.results import Detection, FrameResult
 
 CELL_M = 0.05

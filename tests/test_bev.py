@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perception.bev import (
+from perception.driving.bev import (
     BevError,
     BevGrid,
     bev_payload,
@@ -20,7 +20,7 @@ from perception.bev import (
     render_bev,
     warp_to_grid,
 )
-from perception.planning import PlannerState, plan_frame
+from perception.driving.planning import PlannerState, plan_frame
 from perception.results import Detection, FrameResult
 from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, straight_centre
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.calibrate import CalibrationError, Undistorter, calibrate, expand
-from perception.camera import load_camera
 from perception.cli import main as cli_main
+from perception.commands.calibrate import CalibrationError, Undistorter, calibrate, expand
+from perception.driving.camera import load_camera
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_undistortion_moves_corners_where_the_model_says(udacity, chessboards):
     and the board's rows get straighter."""
     import cv2
 
-    from perception.calibrate import find_corners
+    from perception.commands.calibrate import find_corners
     from perception.frames import read_image
 
     image = read_image(chessboards / "calibration12.jpg")

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perception.camera import (
+from perception.driving.camera import (
     R_OPTICAL,
     CameraError,
     CameraModel,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
-from perception.planning import PlannerConfig, PlannerState, plan_frame
+from perception.driving.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.driving.planning import PlannerConfig, PlannerState, plan_frame
+from perception.driving.vehicle_model import VehicleState, step
 from perception.results import Control
-from perception.vehicle_model import VehicleState, step
 from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, s_curve_centre, straight_centre
 
 PLAN_DT, SUBSTEPS = 0.1, 5

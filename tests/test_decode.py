@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.zoo import get_spec
 from perception.decode import decode_detections, decode_twinlitenet, nms, yolox_grid
 from perception.preprocess import Placement
+from perception.zoo.registry import get_spec
 
 
 def test_yolox_grid_layout() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.zoo import default_models, embedded, resolve
 from perception.frames import open_source
 from perception.pipeline import Perceiver
+from perception.zoo.registry import default_models, embedded, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 

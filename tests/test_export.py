@@ -13,9 +13,9 @@ import torch
 from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.export import parity
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
-from models.zoo import spec_from_onnx
 from perception.cli import main as cli_main
 from perception.inference import OnnxModel
+from perception.zoo.registry import spec_from_onnx
 
 CONFIG = NetConfig(width=96, height=64)
 

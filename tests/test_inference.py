@@ -47,7 +47,8 @@ def test_perceive_batch_equals_stream(drives: Path) -> None:
 
 def test_our_multitask_network_through_the_perceiver(drives: Path) -> None:
     """The embedded network carries its spec in its ONNX metadata; one model, both outputs."""
-    embedded = Path(__file__).resolve().parents[1] / "models" / "embedded" / "multitask_lite.onnx"
+    embedded = (Path(__file__).resolve().parents[1] / "perception" / "zoo" / "embedded"
+                / "multitask_lite.onnx")
     frames = list(open_source(str(drives / "bdd100k_frames" / "yolop" / "3c0e7240-96e390d2.jpg")))
     with Perceiver.from_names([str(embedded)]) as perceiver:
         (result,) = perceiver.perceive(frames)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from models.net import CLASSES, Deployed, MultiTaskNet, NetConfig
-from models.zoo import spec_from_onnx
 from perception.frames import read_image
 from perception.inference import OnnxModel
 from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
+from perception.zoo.registry import spec_from_onnx
 
-EMBEDDED = Path(__file__).resolve().parents[1] / "models" / "embedded"
+EMBEDDED = Path(__file__).resolve().parents[1] / "perception" / "zoo" / "embedded"
 
 
 def test_one_forward_three_outputs() -> None:

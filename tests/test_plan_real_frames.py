@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.camera import load_camera, read_kitti_calib
 from perception.cli import main as cli_main
+from perception.driving.camera import load_camera, read_kitti_calib
+from perception.driving.planning import PlannerState, plan_frame
 from perception.frames import open_source
 from perception.pipeline import Perceiver
-from perception.planning import PlannerState, plan_frame
 from perception.results import FrameResult, Plan
 from scripts.benchmark_planning import offset_at, on_drivable, through_road_users
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from perception.planning import PlannerConfig, PlannerState, plan_frame
+from perception.driving.planning import PlannerConfig, PlannerState, plan_frame
 from perception.results import Detection, FrameResult
 from tests.synthetic_road import (
     CELL_M,

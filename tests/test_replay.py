@@ -17,7 +17,7 @@ import pytest
 from mcap.reader import make_reader
 
 from perception.cli import main as cli
-from perception.log_sources import CorruptRecordError, open_log
+from perception.logs.sources import CorruptRecordError, open_log
 from perception.results import FrameResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,8 +337,8 @@ def test_camera_mount_quaternion_round_trips():
     """The /tf rotation for real mounts and the 180-degree turns where naive formulas flip."""
     import numpy as np
 
-    from perception.camera import R_OPTICAL, Mount
-    from perception.foxglove_writer import quaternion
+    from perception.driving.camera import R_OPTICAL, Mount
+    from perception.logs.foxglove_writer import quaternion
 
     def matrix(q) -> np.ndarray:
         x, y, z, w = q.x, q.y, q.z, q.w

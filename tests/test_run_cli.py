@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from models.zoo import get_spec
 from perception.cli import main
+from perception.zoo.registry import get_spec
 
 
 def run(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
@@ -179,7 +179,7 @@ def test_interrupt_keeps_complete_outputs(drives: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture) -> None:
     """Ctrl-C is how a camera run ends: the frames done so far stay written, in full."""
-    import perception.run
+    import perception.commands.run
 
     still = drives / "udacity_lanelines_p1" / "solidWhiteRight.jpg"
 
@@ -192,7 +192,7 @@ def test_interrupt_keeps_complete_outputs(drives: Path, tmp_path: Path,
                         name=f"{index:06d}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(perception.run, "open_source", camera_then_ctrl_c)
+    monkeypatch.setattr(perception.commands.run, "open_source", camera_then_ctrl_c)
     out = tmp_path / "out"
     out.mkdir()
     code = run(["0", "--models", "fastestdet", "--json", str(out / "r.jsonl")], monkeypatch)

@@ -13,7 +13,7 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 from mcap.reader import make_reader  # noqa: E402
 
 from perception.cli import main  # noqa: E402
-from perception.log_sources import open_log  # noqa: E402
+from perception.logs.sources import open_log  # noqa: E402
 
 
 def closed_port() -> int:

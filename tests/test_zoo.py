@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from models import zoo
 from perception.errors import PerceptionError
 from perception.frames import open_source
+from perception.zoo import registry as zoo
 
 MANIFEST_SHA256 = {
     "yolox-nano": "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14",

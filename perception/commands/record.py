@@ -16,12 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from perception.camera import load_camera
+from perception.driving.camera import load_camera
 from perception.errors import PerceptionError
-from perception.foxglove_writer import foxglove_mcap
 from perception.frames import SourceError, camera_frames, video_frames
-from perception.log_sources import EXIT_PARTIAL, CorruptRecordError
-from perception.report import writable
+from perception.logs.foxglove_writer import foxglove_mcap
+from perception.logs.outputs import writable
+from perception.logs.sources import EXIT_PARTIAL, CorruptRecordError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.video is not None:
         frames = video_frames(args.video)
     else:
-        from perception.kitti_source import kitti_frames
+        from perception.logs.kitti_source import kitti_frames
         frames = kitti_frames(args.kitti)
     camera = load_camera(args.calibration) if args.calibration is not None else None
     written = 0

@@ -10,7 +10,7 @@ dropped (newest wins). A processed frame whose result is ready only after the ne
 arrived is a deadline miss.
 
 `--plan --camera CAMERA.yaml` plans every processed frame (as `perception run --plan`);
-`--ray [ADDRESS] LOGS...` hands many logs to perception/fleet.py.
+`--ray [ADDRESS] LOGS...` hands many logs to perception/commands/fleet.py.
 
 The log is opened and its first frame read before the models load, so a wrong path, topic
 or time range fails at once.
@@ -35,17 +35,14 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from perception.bev import draw_path
-from perception.camera import CameraModel, load_camera
+from perception.commands.run import DEFAULT_MODELS
+from perception.driving.bev import draw_path
+from perception.driving.camera import CameraModel, load_camera
+from perception.driving.planning import PlannerState, plan_frame
 from perception.errors import PerceptionError
-from perception.foxglove_writer import FoxgloveWriter, foxglove_mcap
 from perception.frames import Frame, SourceError
-from perception.log_sources import EXIT_PARTIAL, CorruptRecordError, count_log_frames, open_log
-from perception.overlay import draw_result
-from perception.pacer import Pacer
-from perception.pipeline import Perceiver
-from perception.planning import PlannerState, plan_frame
-from perception.report import (
+from perception.logs.foxglove_writer import FoxgloveWriter, foxglove_mcap
+from perception.logs.outputs import (
     VideoOutput,
     atomic_output,
     jsonl_line,
@@ -53,8 +50,11 @@ from perception.report import (
     summary_table,
     writable,
 )
+from perception.logs.pacer import Pacer
+from perception.logs.sources import EXIT_PARTIAL, CorruptRecordError, count_log_frames, open_log
+from perception.overlay import draw_result
+from perception.pipeline import Perceiver
 from perception.results import FrameResult
-from perception.run import DEFAULT_MODELS
 
 EXIT_INTERRUPTED = 130
 
@@ -140,7 +140,7 @@ class ReplayReport:
 
 def main(args: argparse.Namespace) -> int:
     if args.ray is not None or len(args.logs) > 1:
-        from perception.fleet import main as fleet_main
+        from perception.commands.fleet import main as fleet_main
         return fleet_main(args)
     if args.out_dir is not None:
         raise PerceptionError("--out-dir is for several logs or --ray; for one log use --out, "

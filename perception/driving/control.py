@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perception.vehicle_model import VehicleParams
+from perception.driving.vehicle_model import VehicleParams
 
 
 @dataclass(frozen=True)

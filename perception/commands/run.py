@@ -8,7 +8,7 @@
 Outputs: JSON Lines (one `FrameResult` per frame), masks as `DIR/<image stem or 6-digit frame
 index>_drivable.png` / `_lanes.png` (uint8 0/255 at frame size), annotated images (`--out` a
 folder) or an annotated video (`--out` a .mp4/.avi file). With `--plan`, each result carries a
-`plan` (perception/planning.py), the overlays draw the path, and `--save-bev DIR` writes
+`plan` (perception/driving/planning.py), the overlays draw the path, and `--save-bev DIR` writes
 `<name>_bev.png`. Every file is written under a temporary
 name in its folder and renamed when complete, so a failed run never leaves a half-written file.
 """
@@ -25,15 +25,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models.zoo import default_models, resolve
-from perception.bev import BirdsEye, draw_path, render_bev
-from perception.camera import CameraModel, load_camera
+from perception.driving.bev import BirdsEye, draw_path, render_bev
+from perception.driving.camera import CameraModel, load_camera
+from perception.driving.planning import PlannerState, plan_frame
 from perception.errors import PerceptionError
 from perception.frames import VIDEO_SUFFIXES, Frame, count_frames, open_source
-from perception.overlay import draw_result
-from perception.pipeline import Perceiver
-from perception.planning import PlannerState, plan_frame
-from perception.report import (
+from perception.logs.outputs import (
     VideoOutput,
     atomic_output,
     jsonl_line,
@@ -41,7 +38,10 @@ from perception.report import (
     summary_table,
     writable,
 )
+from perception.overlay import draw_result
+from perception.pipeline import Perceiver
 from perception.results import FrameResult
+from perception.zoo.registry import default_models, resolve
 
 DEFAULT_MODELS = ",".join(default_models())
 

@@ -21,9 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from perception.commands.replay import (
+    ReplayOptions,
+    check_outputs,
+    model_names,
+    options_from,
+    replay_log,
+)
 from perception.errors import PerceptionError
-from perception.replay import ReplayOptions, check_outputs, model_names, options_from, replay_log
-from perception.report import atomic_output
+from perception.logs.outputs import atomic_output
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_PASSED_TO_WORKERS = ("PERCEPTION_CACHE_DIR", "PERCEPTION_MODELS_MIRROR")

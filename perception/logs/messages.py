@@ -17,8 +17,8 @@ from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 
-from perception.camera_info import CameraInfo
 from perception.frames import decode_image
+from perception.logs.camera_info import CameraInfo
 
 IMAGE_TYPES = {"foxglove.CompressedImage", "foxglove.RawImage",
                "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"}

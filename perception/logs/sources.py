@@ -32,7 +32,7 @@ from perception.frames import (
     image_file_frames,
     video_frames,
 )
-from perception.image_messages import IMAGE_TYPES
+from perception.logs.messages import IMAGE_TYPES
 
 EXIT_PARTIAL = 3  # the exit code of a command whose log broke part-way (its frames before stand)
 
@@ -50,16 +50,16 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
     if start is not None and end is not None and end <= start:
         raise SourceError(f"empty time range: --end {end} is not after --start {start}")
     if path.is_file() and path.suffix == ".mcap":
-        from perception.mcap_source import mcap_frames
+        from perception.logs.mcap_source import mcap_frames
         return mcap_frames(path, topic, start, end)
     if path.is_file() and (path.suffix in {".db3", ".bag"} or path.name == "metadata.yaml"):
-        from perception.rosbag_source import rosbag_frames
+        from perception.logs.rosbag_source import rosbag_frames
         return rosbag_frames(path if path.suffix == ".bag" else path.parent, topic, start, end)
     if path.is_dir() and (path / "metadata.yaml").is_file():
-        from perception.rosbag_source import rosbag_frames
+        from perception.logs.rosbag_source import rosbag_frames
         return rosbag_frames(path, topic, start, end)
     if path.is_dir():
-        from perception.kitti_source import is_kitti, kitti_frames
+        from perception.logs.kitti_source import is_kitti, kitti_frames
         if is_kitti(path):
             return kitti_frames(path, topic, start, end)
         frames = folder_frames(path)
@@ -83,13 +83,13 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
         path = path.parent
     try:
         if path.is_file() and path.suffix == ".mcap":
-            from perception.mcap_source import mcap_topic_counts
+            from perception.logs.mcap_source import mcap_topic_counts
             counts = mcap_topic_counts(path)
         elif path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file()):
-            from perception.rosbag_source import rosbag_topic_counts
+            from perception.logs.rosbag_source import rosbag_topic_counts
             counts = rosbag_topic_counts(path)
         elif path.is_dir():
-            from perception.kitti_source import is_kitti, kitti_topic_counts
+            from perception.logs.kitti_source import is_kitti, kitti_topic_counts
             counts = kitti_topic_counts(path) if is_kitti(path) else None
             if counts is None:
                 return count_frames(str(path))

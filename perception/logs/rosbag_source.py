@@ -16,14 +16,14 @@ from typing import Any
 from rosbags.highlevel import AnyReader
 
 from perception.frames import Frame, SourceError
-from perception.image_messages import (
+from perception.logs.messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
     camera_info_of,
     image_of,
     ros_typestore,
 )
-from perception.log_sources import CorruptRecordError, calibration_topic, choose_topic
+from perception.logs.sources import CorruptRecordError, calibration_topic, choose_topic
 
 
 def rosbag_frames(path: Path, topic: str | None = None, start: float | None = None,
@@ -35,7 +35,7 @@ def rosbag_frames(path: Path, topic: str | None = None, start: float | None = No
     except Exception as error:
         recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
         if len(recordings) == 1:  # mcap storage without a readable index: stream it instead
-            from perception.mcap_source import mcap_frames
+            from perception.logs.mcap_source import mcap_frames
             return mcap_frames(recordings[0], topic, start, end)
         raise SourceError(f"{path}: cannot be read as a bag: {error}") from None
     try:

@@ -1,7 +1,7 @@
 """The model zoo: named models, where their files are, and getting them safely.
 
 `resolve(name)` returns a model's spec and a checksum-verified local path. A name is one of:
-- an embedded name (`multitask-lite`, ...): our own network, shipped in `models/embedded/`;
+- an embedded name (`multitask-lite`, ...): our own network, shipped in `perception/zoo/embedded/`;
 - a zoo name from `zoo.yaml`: looked up in the cache (`PERCEPTION_CACHE_DIR`, default
   `$XDG_CACHE_HOME/perception/models`), then in a mirror folder used in place, else pulled from
   the mirror URL or the model's pinned URL into the cache;

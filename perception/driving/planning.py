@@ -27,9 +27,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from perception.bev import BevGrid, BirdsEye, birdseye
-from perception.camera import CameraModel
-from perception.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.driving.bev import BevGrid, BirdsEye, birdseye
+from perception.driving.camera import CameraModel
+from perception.driving.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
 from perception.errors import PerceptionError
 from perception.modelspec import ModelSpec
 from perception.results import Control, FrameResult, Plan, PlanObstacle

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.camera import CameraModel, Mount, save_camera
+from perception.driving.camera import CameraModel, Mount, save_camera
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
 

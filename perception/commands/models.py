@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from models import zoo
+from perception.zoo import registry as zoo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

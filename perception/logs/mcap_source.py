@@ -17,9 +17,9 @@ from mcap.reader import SeekingReader
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 
-from perception.camera_info import CameraInfo
 from perception.frames import Frame, SourceError
-from perception.image_messages import (
+from perception.logs.camera_info import CameraInfo
+from perception.logs.messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
     PROTOBUF_TYPES,
@@ -27,7 +27,7 @@ from perception.image_messages import (
     deserialize,
     image_of,
 )
-from perception.log_sources import CorruptRecordError, calibration_topic, choose_topic
+from perception.logs.sources import CorruptRecordError, calibration_topic, choose_topic
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 

@@ -48,11 +48,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
-from perception.camera import R_OPTICAL, CameraModel
-from perception.camera_info import CameraInfo
+from perception.driving.camera import R_OPTICAL, CameraModel
 from perception.frames import Frame
+from perception.logs.camera_info import CameraInfo
+from perception.logs.outputs import atomic_output
 from perception.overlay import draw_result
-from perception.report import atomic_output
 from perception.results import FrameResult, Plan
 
 IMAGE_TOPIC = "/camera/image"
@@ -164,7 +164,7 @@ class FoxgloveWriter:
 def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
                   ) -> Iterator[FoxgloveWriter]:
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
-    normally; on an exception nothing is left under `path`. `camera` (perception/camera.py)
+    normally; on an exception nothing is left under `path`. `camera` (perception/driving/camera.py)
     gives the mount for /tf and the calibration for frames without one."""
     mount = {}
     if camera is not None:

@@ -19,7 +19,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from perception.camera import CameraModel
+from perception.driving.camera import CameraModel
 from perception.errors import PerceptionError
 from perception.results import Detection, FrameResult, Plan
 
