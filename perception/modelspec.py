@@ -2,13 +2,15 @@
 
 A `ModelSpec` is plain data: the zoo keeps one per named model (`perception/zoo/zoo.yaml`), a user
 registers their own ONNX with a YAML file of the same keys, and our own network stores the same
-fields in its ONNX metadata, so the runtime never guesses a convention.
+fields in its ONNX metadata (`SPEC_METADATA_KEY`), so the runtime never guesses a convention.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+SPEC_METADATA_KEY = "perception.spec"  # the ONNX metadata key holding a model's spec as JSON
 
 Task = Literal["detection", "segmentation", "multitask"]
 Decoder = Literal["yolox", "fastestdet", "twinlitenet", "multitask"]
@@ -45,6 +47,16 @@ class ModelSpec:
     licence: str = ""
     description: str = ""
     extra: dict = field(default_factory=dict)
+
+    @property
+    def detects(self) -> bool:
+        """Whether the model finds road users (boxes)."""
+        return self.task in ("detection", "multitask")
+
+    @property
+    def segments(self) -> bool:
+        """Whether the model paints the drivable area and lane lines (masks)."""
+        return self.task in ("segmentation", "multitask")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,46 +1,34 @@
-"""The model zoo: named models, where their files are, and getting them safely.
+"""The model zoo: named models, what they are, and where their verified files are.
 
 `resolve(name)` returns a model's spec and a checksum-verified local path. A name is one of:
 - an embedded name (`multitask-lite`, ...): our own network, shipped in `perception/zoo/embedded/`;
 - a zoo name from `zoo.yaml`: looked up in the cache (`PERCEPTION_CACHE_DIR`, default
   `$XDG_CACHE_HOME/perception/models`), then in a mirror folder used in place, else pulled from
-  the mirror URL or the model's pinned URL into the cache;
+  the mirror URL or the model's pinned URL into the cache (download.py);
 - a spec file (`.yaml`) of a user's own ONNX, with the keys of `ModelSpec` and `file` relative
   to the spec file;
 - an `.onnx` file carrying its spec as JSON in the metadata key `perception.spec` (our own
   network does).
 A mirror (`--mirror` or `PERCEPTION_MODELS_MIRROR`) is a folder or a base URL laid out like
-the cache. Downloads go to `<file>.partial` (resumed with an HTTP Range request after a dropped
-connection), are checked against the pinned sha256 and only then renamed onto the final name,
-so a partial or wrong file is never taken for the model. Torch-free: the runtime uses it.
+the cache. Reading a spec never loads a model: ONNX metadata is read from the file as data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
 from perception.errors import PerceptionError
-from perception.modelspec import ModelSpec
+from perception.modelspec import SPEC_METADATA_KEY, ModelSpec
+from perception.zoo.download import ModelError, copy_verified, download, sha256_of
+from perception.zoo.onnx_metadata import onnx_metadata
 
 REGISTRY = Path(__file__).with_name("zoo.yaml")
-SPEC_METADATA_KEY = "perception.spec"
-DOWNLOAD_ATTEMPTS = 4
-
-
-class ModelError(PerceptionError):
-    """An unknown model name, or a model file that is missing, corrupt or fails its checksum."""
 
 
 # ---------------------------------------------------------------------------- the registry
@@ -63,6 +51,14 @@ def embedded() -> dict[str, Path]:
 
 def default_models() -> list[str]:
     return list(zoo_file()["default"])
+
+
+def model_names(text: str, option: str = "--models") -> list[str]:
+    """A comma-separated list of model names (as `--models` takes them), at least one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise PerceptionError(f"{option} names no model")
+    return names
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -106,98 +102,12 @@ def cached_path(spec: ModelSpec) -> Path:
 
 # ---------------------------------------------------------------------------- checksums
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, spec: ModelSpec) -> Path:
     if spec.sha256 and sha256_of(path) != spec.sha256:
         raise ModelError(f"{path}: sha256 does not match the pinned value for {spec.name!r} "
                          f"(corrupt or a different file; `perception models pull {spec.name} "
                          "--force` fetches it again)")
     return path
-
-
-# ---------------------------------------------------------------------------- getting files
-
-def download(url: str, dest: Path, sha256: str = "", progress: bool = True,
-             attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
-    """Fetch `url` to `dest` atomically: resume or retry on a dropped connection, check sha256.
-
-    Bytes go to `dest.partial`; after a failure the next attempt asks for the rest with an HTTP
-    Range request (or starts over if the server ignores it). Only a complete file with the
-    right checksum is renamed onto `dest`.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    for attempt in range(1, attempts + 1):
-        try:
-            _fetch(url, partial, progress, desc=dest.name)
-            break
-        except urllib.error.HTTPError as error:
-            if error.code < 500:
-                partial.unlink(missing_ok=True)
-                raise ModelError(f"{url}: HTTP {error.code} {error.reason}") from error
-            failure: Exception = error
-        except (OSError, IncompleteDownload) as error:  # URLError, reset, timeout, short body
-            failure = error
-        if attempt == attempts:
-            raise ModelError(f"{url}: download failed after {attempts} attempts ({failure}); "
-                             f"run the command again to resume") from failure
-        time.sleep(min(0.2 * 2 ** attempt, 3.0))
-    if sha256 and sha256_of(partial) != sha256:
-        partial.unlink()
-        raise ModelError(f"{url}: downloaded file fails its sha256 check (expected {sha256}); "
-                         "nothing was installed")
-    os.replace(partial, dest)
-    return dest
-
-
-class IncompleteDownload(Exception):
-    """The server closed the connection before sending all the bytes it announced."""
-
-
-def _fetch(url: str, partial: Path, progress: bool, desc: str) -> None:
-    have = partial.stat().st_size if partial.exists() else 0
-    headers = {"User-Agent": "perception-zoo"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                          timeout=30)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # nothing left to send: the file is complete
-            return
-        raise
-    with response:
-        if have and response.status != 206:  # the server ignored the range: start over
-            have = 0
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length else None
-        with partial.open("ab" if have else "wb") as file, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc,
-                     disable=not progress, leave=False) as bar:
-            while chunk := response.read(1 << 16):
-                file.write(chunk)
-                bar.update(len(chunk))
-    if total is not None and partial.stat().st_size < total:
-        raise IncompleteDownload(f"got {partial.stat().st_size} of {total} bytes")
-
-
-def copy_verified(source: Path, dest: Path, sha256: str) -> Path:
-    """Copy a mirror file into the cache: temp name, checksum, then rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.copyfile(source, partial)
-    if sha256 and sha256_of(partial) != sha256:
-        partial.unlink()
-        raise ModelError(f"{source}: mirror file fails its sha256 check; nothing was installed")
-    os.replace(partial, dest)
-    return dest
 
 
 def pull(name: str, mirror_location: str | None = None, force: bool = False,
@@ -272,7 +182,12 @@ def spec_from_yaml(path: Path) -> tuple[ModelSpec, Path]:
 
 def spec_from_onnx(path: Path) -> tuple[ModelSpec, Path]:
     """An ONNX that carries its spec as JSON in the metadata key `perception.spec`."""
-    metadata = onnx_metadata(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        metadata = onnx_metadata(path)
+    except PerceptionError as error:
+        raise ModelError(str(error)) from error
     if SPEC_METADATA_KEY not in metadata:
         raise ModelError(f"{path}: has no {SPEC_METADATA_KEY!r} metadata; describe it with a "
                          "spec .yaml instead (see docs/runtime.md)")
@@ -286,16 +201,3 @@ def spec_from_onnx(path: Path) -> tuple[ModelSpec, Path]:
     data["sha256"] = ""  # a file cannot carry its own checksum
     spec = spec_from_dict(data, str(path))
     return spec, path
-
-
-def onnx_metadata(path: Path) -> dict[str, str]:
-    """The ONNX file's metadata_props, read with ONNX Runtime (no onnx package needed)."""
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    from perception.inference import ModelLoadError, OnnxModel
-
-    try:
-        model = OnnxModel(path, threads=1, warmup=False, optimize=False)
-    except ModelLoadError as error:
-        raise ModelError(str(error)) from error
-    return model.metadata
