@@ -8,7 +8,6 @@ before any weight is used: a checkpoint of another network is refused with its n
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
 from perception.errors import PerceptionError
+from perception.logs.files import atomic_output
 
 
 class CheckpointError(PerceptionError):
@@ -24,9 +24,8 @@ class CheckpointError(PerceptionError):
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a crash mid-write never leaves a truncated `last.pt`."""
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with atomic_output(path) as temp:
+        torch.save(state, temp)
 
 
 def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:

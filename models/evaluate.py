@@ -32,6 +32,7 @@ from models.metrics import BoxAP, MaskIoU
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
+from perception.logs.files import write_atomically
 from perception.multitask_decode import candidates, decode_multitask
 from perception.pipeline import Perceiver
 from perception.preprocess import preprocess
@@ -215,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         perceiver.close()
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
+        write_atomically(args.json, json.dumps(figures, indent=1))
     return 0
 
 

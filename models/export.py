@@ -17,8 +17,6 @@ file is written under a temporary name and moved into place only once complete a
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import warnings
 from dataclasses import replace
@@ -30,35 +28,15 @@ import torch
 
 from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.data import DataError, distilled_index
-from models.net import CLASSES, Deployed, MultiTaskNet
+from models.net import Deployed, MultiTaskNet
+from models.spec import metadata_props, model_spec
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
-from perception.modelspec import InputSpec, ModelSpec
+from perception.logs.files import atomic_output
+from perception.modelspec import ModelSpec
 from perception.preprocess import preprocess
-from perception.zoo.registry import SPEC_METADATA_KEY
 
-NAME = "multitask-lite"
 OPSET = 17
-
-
-def model_spec(net: MultiTaskNet, file: str = "", licence: str = "", sha256: str = ""
-               ) -> ModelSpec:
-    config = net.config
-    return ModelSpec(
-        name=NAME, task="multitask", decoder="multitask",
-        input=InputSpec(width=config.width, height=config.height, resize="stretch",
-                        color="bgr", scale=1.0 / 255.0, interpolation="linear"),
-        classes=CLASSES, score_threshold=0.3, nms_iou=0.45, file=file, sha256=sha256,
-        licence=licence,
-        description="Our multi-task network: road users, drivable area and lane lines in one "
-                    "pass, distilled from yolox-nano and twinlitenet",
-        extra={"outputs": list(Deployed.output_names), "mask_threshold": 0.5,
-               "architecture": config.to_dict()})
-
-
-def metadata_props(spec: ModelSpec) -> dict[str, str]:
-    """The spec as the zoo reads it from an ONNX file (`perception.zoo.registry.spec_from_onnx`)."""
-    return {SPEC_METADATA_KEY: json.dumps(spec.to_dict())}
 
 
 def export_onnx(net: MultiTaskNet, path: Path, spec: ModelSpec) -> None:
@@ -79,9 +57,8 @@ def export_onnx(net: MultiTaskNet, path: Path, spec: ModelSpec) -> None:
 
 
 def write_model(model: onnx.ModelProto, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    onnx.save(model, str(partial))
-    os.replace(partial, path)
+    with atomic_output(path) as temp:
+        onnx.save(model, str(temp))
 
 
 def to_fp16(source: Path, path: Path, spec: ModelSpec) -> None:

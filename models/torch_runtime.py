@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from models.checkpoint import build_net, load_checkpoint, pick_device
-from models.export import metadata_props, model_spec
 from models.net import Deployed
+from models.spec import metadata_props, model_spec
 
 
 class TorchModel:

@@ -45,6 +45,7 @@ from models.metrics import BoxAP, MaskIoU
 from models.net import ARCHITECTURE, Deployed, MultiTaskNet, NetConfig, cell_centres, decode_boxes
 from perception.decode import nms
 from perception.errors import PerceptionError
+from perception.logs.files import write_atomically
 from perception.multitask_decode import candidates
 
 MAX_BOXES = 64  # per frame after augmentation; more are rare and dropped (smallest first)
@@ -313,7 +314,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     if out.exists() and not out.is_dir():
         raise PerceptionError(f"--out {out}: is a file, not a run folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    write_atomically(out / "args.json", json.dumps(vars(args), default=str, indent=1))
     frames = Frames(records, weights, size, train=True, preload=args.preload)
     loader = DataLoader(frames, batch_sampler=StepBatches(len(records), args.batch, args.seed,
                                                           start, args.steps),
