@@ -9,7 +9,6 @@ work on frame n, the caller's thread decodes frame n+1 from the source.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from perception.modelspec import ModelSpec
 from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
 from perception.results import Detection, FrameResult
+from perception.zoo.registry import resolve
 
 
 @dataclass
@@ -48,11 +48,11 @@ class LoadedModel:
         self.spec = spec
         if Path(path).suffix == ".pt":  # our network's PyTorch path; torch only when asked
             try:
-                torch_runtime = importlib.import_module("models.torch_runtime")
+                from models.torch_runtime import TorchModel
             except ModuleNotFoundError as error:
                 raise PerceptionError(f"{path}: the PyTorch path needs torch "
                                       "(pip install 'perception[train]')") from error
-            self.session = torch_runtime.TorchModel(path)
+            self.session = TorchModel(path)
         else:
             self.session = OnnxModel(path, providers=providers, threads=threads)
 
@@ -101,15 +101,14 @@ class Perceiver:
                  threads_per_model: int = 1, workers: int | None = None) -> None:
         self.models = [LoadedModel(spec, path, providers, threads_per_model)
                        for spec, path in models]
-        self.model_names = [m.spec.name for m in self.models]
+        self.specs = [m.spec for m in self.models]
+        self.model_names = [spec.name for spec in self.specs]
         self.workers = workers or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="model")
 
     @classmethod
     def from_names(cls, names: list[str], **options) -> Perceiver:
         """Models by zoo name, spec .yaml or .onnx path (see `perception.zoo.registry.resolve`)."""
-        from perception.zoo.registry import resolve  # the zoo is torch-free data + downloads
-
         return cls([resolve(name) for name in names], **options)
 
     def perceive(self, frames: list[Frame]) -> list[FrameResult]:

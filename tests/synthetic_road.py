@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from perception.driving.bev import BevGrid
 from perception.driving.camera import CameraModel, Mount
 from perception.results import Detection, FrameResult
 
@@ -170,3 +171,19 @@ class RoadCamera:
                              width=shape[1], height=shape[0], detections=detections)
         result.drivable, result.lanes = drivable, lanes
         return result
+
+
+def ground_homography(camera: CameraModel) -> np.ndarray:
+    """3x3 H with pixel ~ H @ [x, y, 1] for road points, ignoring lens distortion."""
+    m = camera.mount
+    return camera.K @ camera.rotation.T @ np.array([[1.0, 0.0, -m.x],
+                                                     [0.0, 1.0, -m.y],
+                                                     [0.0, 0.0, -m.z]])
+
+
+def homography_to_ground(grid: BevGrid) -> np.ndarray:
+    """3x3 A with [x, y, 1] = A @ [u, v, 1] for the grid's picture coordinates (u col, v row)."""
+    r = grid.metres_per_pixel
+    return np.array([[0.0, -r, grid.x_max - 0.5 * r],
+                     [-r, 0.0, grid.y_max - 0.5 * r],
+                     [0.0, 0.0, 1.0]])

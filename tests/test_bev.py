@@ -10,19 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perception.driving.bev import (
-    BevError,
-    BevGrid,
-    bev_payload,
-    birdseye,
-    draw_path,
-    ipm_maps,
-    render_bev,
-    warp_to_grid,
-)
+from perception.driving.bev import BevError, BevGrid, birdseye, ipm_maps, warp_to_grid
 from perception.driving.planning import PlannerState, plan_frame
+from perception.overlay import draw_path, render_bev
 from perception.results import Detection, FrameResult
-from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, straight_centre
+from serving.service import bev_payload
+from tests.synthetic_road import (
+    SIM_CAMERA,
+    Car,
+    Road,
+    RoadCamera,
+    ground_homography,
+    homography_to_ground,
+    straight_centre,
+)
 
 
 def test_ipm_equals_warp_perspective():
@@ -32,7 +33,7 @@ def test_ipm_equals_warp_perspective():
     mask = cv2.resize(rng.integers(0, 2, (36, 64), dtype=np.uint8), (640, 360),
                       interpolation=cv2.INTER_NEAREST)
     ours = warp_to_grid(mask, SIM_CAMERA, grid)
-    bev_to_image = SIM_CAMERA.ground_homography() @ grid.homography_to_ground()
+    bev_to_image = ground_homography(SIM_CAMERA) @ homography_to_ground(grid)
     theirs = cv2.warpPerspective(mask, bev_to_image, (grid.cols, grid.rows),
                                  flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     visible = ipm_maps(SIM_CAMERA, grid)[2] > 0
@@ -50,7 +51,7 @@ def test_grid_cell_round_trip(x, y):
     assert abs(cx[row[0], col[0]] - x) <= grid.metres_per_pixel / 2 + 1e-9
     assert abs(cy[row[0], col[0]] - y) <= grid.metres_per_pixel / 2 + 1e-9
     u, v = grid.to_pixel(np.array(x), np.array(y))
-    back = grid.homography_to_ground() @ np.array([u - 0.5, v - 0.5, 1.0])
+    back = homography_to_ground(grid) @ np.array([u - 0.5, v - 0.5, 1.0])
     np.testing.assert_allclose(back[:2], [x, y], atol=1e-9)
 
 

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 
 from perception.cli import main as cli_main
-from perception.commands.calibrate import CalibrationError, Undistorter, calibrate, expand
-from perception.driving.camera import load_camera
+from perception.commands.calibrate import expand
+from perception.driving.calibration import CalibrationError, calibrate
+from perception.driving.camera import CameraModel, load_camera
+
+
+class Undistorter:
+    """Removes the calibrated lens distortion from frames (same size and K): what the
+    calibration must make possible."""
+
+    def __init__(self, camera: CameraModel) -> None:
+        self.camera = camera
+        self.maps = cv2.initUndistortRectifyMap(camera.K, camera.dist, None, camera.K,
+                                                (camera.width, camera.height), cv2.CV_16SC2)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] != (self.camera.height, self.camera.width):
+            raise CalibrationError(f"frame is {image.shape[1]}x{image.shape[0]} but the camera "
+                                   f"is {self.camera.width}x{self.camera.height}")
+        return cv2.remap(image, *self.maps, cv2.INTER_LINEAR)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +61,7 @@ def test_matches_the_manifest_reference(udacity):
 def test_undistortion_moves_corners_where_the_model_says(udacity, chessboards):
     """Corners found in the undistorted photo sit where cv2.undistortPoints puts the originals,
     and the board's rows get straighter."""
-    import cv2
-
-    from perception.commands.calibrate import find_corners
+    from perception.driving.calibration import find_corners
     from perception.frames import read_image
 
     image = read_image(chessboards / "calibration12.jpg")
@@ -61,8 +79,8 @@ def test_undistortion_moves_corners_where_the_model_says(udacity, chessboards):
                    for r in rows)
 
     assert bend(after) < 0.6 * bend(before)
-    # Planning on undistorted frames uses camera.undistorted(): same K, no distortion.
-    plain = udacity.camera.undistorted()
+    # Planning on undistorted frames: the same camera with the same K and no distortion.
+    plain = dataclasses.replace(udacity.camera, dist=np.zeros(5))
     np.testing.assert_array_equal(plain.K, K)
     assert not plain.dist.any()
     road = np.array([[12.0, 1.0], [25.0, -2.0]])

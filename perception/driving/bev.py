@@ -3,16 +3,16 @@
 Inverse perspective mapping: every grid cell is a road point (x forward, y left, metres); its
 pixel comes from the camera model (`ground_to_pixel`, lens distortion included), and
 `cv2.remap` fetches the mask value there. Without distortion this is exactly
-`cv2.warpPerspective` with the camera's ground homography (tests check both agree); the remap
-form also handles distorted lenses. Cells the camera does not see (outside the image, under the
-hood line) are marked not `visible`, which the planner treats as unknown, never as free.
+`cv2.warpPerspective` with the camera's ground homography (tests/test_bev.py checks both
+agree); the remap form also handles distorted lenses. Cells the camera does not see (outside
+the image, under the hood line) are marked not `visible`, which the planner treats as unknown,
+never as free.
 
 Obstacles are placed where their box meets the road: the bottom edge of the box, projected.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from perception.driving.camera import CameraModel
 from perception.errors import PerceptionError
-from perception.results import Detection, FrameResult, Plan
+from perception.results import Detection, FrameResult
 
 OBSTACLE_LENGTH_M = {"car": 4.5, "truck": 8.0, "bus": 12.0, "motorcycle": 2.2, "bicycle": 1.8,
                      "person": 0.6}
@@ -69,13 +69,6 @@ class BevGrid:
         u = (self.y_max - np.asarray(y)) / self.metres_per_pixel * scale
         v = (self.x_max - np.asarray(x)) / self.metres_per_pixel * scale
         return np.stack([u, v], axis=-1)
-
-    def homography_to_ground(self) -> np.ndarray:
-        """3x3 A with [x, y, 1] = A @ [u, v, 1] for picture coordinates (u col, v row)."""
-        r = self.metres_per_pixel
-        return np.array([[0.0, -r, self.x_max - 0.5 * r],
-                         [-r, 0.0, self.y_max - 0.5 * r],
-                         [0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -193,76 +186,3 @@ def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid()
                 obstacles.append(obstacle)
     return BirdsEye(grid, visible, layers["drivable"], layers["lanes"], obstacles,
                     min(stop_signs) if stop_signs else None)
-
-
-# --- pictures ---------------------------------------------------------------------------------
-
-COLOURS = {"unknown": (40, 40, 40), "road": (70, 70, 70), "drivable": (60, 140, 60),
-           "lanes": (0, 220, 255), "obstacle": (40, 40, 230), "path": (255, 0, 255),
-           "grid": (110, 110, 110), "ego": (255, 255, 255)}
-
-
-def render_bev(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> np.ndarray:
-    """BGR picture: unknown dark, seen road grey, drivable green, lanes yellow, obstacles red,
-    the chosen path magenta, a metre grid every 5 m (labels every 10 m), the ego car at the
-    bottom."""
-    g = bev.grid
-    picture = np.empty((g.rows, g.cols, 3), np.uint8)
-    picture[:] = COLOURS["unknown"]
-    picture[bev.visible > 0] = COLOURS["road"]
-    if bev.drivable is not None:
-        picture[(bev.drivable > 0) & (bev.visible > 0)] = COLOURS["drivable"]
-    if bev.lanes is not None:
-        picture[bev.lanes > 0] = COLOURS["lanes"]
-    picture = cv2.resize(picture, (g.cols * scale, g.rows * scale),
-                         interpolation=cv2.INTER_NEAREST)
-    for x in np.arange(np.ceil(g.x_min / 5) * 5, g.x_max + 1e-6, 5.0):
-        v = int(g.to_pixel(x, 0.0, scale)[1])
-        cv2.line(picture, (0, v), (picture.shape[1], v), COLOURS["grid"], 1)
-        if x % 10 == 0:
-            cv2.putText(picture, f"{x:.0f} m", (3, v - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                        COLOURS["ego"], 1, cv2.LINE_AA)
-    for y in np.arange(np.ceil(g.y_min / 5) * 5, g.y_max + 1e-6, 5.0):
-        u = int(g.to_pixel(0.0, y, scale)[0])
-        cv2.line(picture, (u, 0), (u, picture.shape[0]), COLOURS["grid"], 1)
-    for ob in bev.obstacles:
-        corners = g.to_pixel(np.array([ob.x, ob.x + ob.length]),
-                             np.array([ob.y + ob.width / 2, ob.y - ob.width / 2]), scale)
-        cv2.rectangle(picture, tuple(corners[0].astype(int)), tuple(corners[1].astype(int)),
-                      COLOURS["obstacle"], -1)
-    if plan is not None and plan.waypoints:
-        points = np.array([[0.0, 0.0], *plan.waypoints])
-        pixels = g.to_pixel(points[:, 0], points[:, 1], scale).round().astype(np.int32)
-        cv2.polylines(picture, [pixels], False, COLOURS["path"], 2, cv2.LINE_AA)
-    ego = g.to_pixel(np.array([g.x_min]), np.array([0.0]), scale)[0].astype(int)
-    cv2.circle(picture, (int(ego[0]), int(ego[1]) - 4), 4, COLOURS["ego"], -1)
-    if plan is not None:
-        cv2.putText(picture, f"{plan.status} {plan.target_speed_mps:.1f} m/s", (3, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, COLOURS["ego"], 1, cv2.LINE_AA)
-    return picture
-
-
-def bev_payload(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> dict:
-    """The service's `bev` output: the picture as base64 PNG and where it lies in metres."""
-    ok, png = cv2.imencode(".png", render_bev(bev, plan, scale))
-    assert ok
-    g = bev.grid
-    return {"png": base64.b64encode(png.tobytes()).decode("ascii"),
-            "metres_per_pixel": g.metres_per_pixel / scale,
-            "x_range": [g.x_min, g.x_max], "y_range": [g.y_min, g.y_max]}
-
-
-def draw_path(image: np.ndarray, camera: CameraModel, waypoints: list[tuple[float, float]],
-              colour: tuple[int, int, int] = COLOURS["path"], thickness: int = 3) -> np.ndarray:
-    """Draw planned waypoints (vehicle frame) on the camera image, in place; returns the image."""
-    if len(waypoints) < 2:
-        return image
-    points = np.asarray(waypoints, np.float64)
-    if image.shape[:2] != (camera.height, camera.width):
-        camera = camera.scaled(image.shape[1], image.shape[0])
-    pixels, in_front = camera.ground_to_pixel(points)
-    pixels = pixels[in_front]
-    if len(pixels) >= 2:
-        cv2.polylines(image, [pixels.round().astype(np.int32)], False, colour, thickness,
-                      cv2.LINE_AA)
-    return image

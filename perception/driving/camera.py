@@ -22,8 +22,6 @@ by intersecting its viewing ray with the ground.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import numpy as np
 import yaml
 
 from perception.errors import PerceptionError
+from perception.logs.files import write_atomically
 
 # Columns: the optical axes (x right, y down, z forward) expressed in the vehicle frame.
 R_OPTICAL = np.array([[0.0, 0.0, 1.0],
@@ -136,13 +135,6 @@ class CameraModel:
         ground = np.asarray(ground, np.float64).reshape(-1, 2)
         return self.project(np.column_stack([ground, np.zeros(len(ground))]))
 
-    def ground_homography(self) -> np.ndarray:
-        """3x3 H with pixel ~ H @ [x, y, 1] for road points, ignoring lens distortion."""
-        rt = self.rotation.T
-        return self.K @ rt @ np.array([[1.0, 0.0, -self.mount.x],
-                                       [0.0, 1.0, -self.mount.y],
-                                       [0.0, 0.0, -self.mount.z]])
-
     # --- variants -------------------------------------------------------------------------
 
     def scaled(self, width: int, height: int) -> CameraModel:
@@ -152,10 +144,6 @@ class CameraModel:
         K[0] *= sx
         K[1] *= sy
         return replace(self, width=width, height=height, K=K)
-
-    def undistorted(self) -> CameraModel:
-        """The camera seen through `calibrate.Undistorter`: same K, no distortion."""
-        return replace(self, dist=np.zeros(5))
 
     # --- file -----------------------------------------------------------------------------
 
@@ -264,19 +252,12 @@ def load_camera(path: str | Path) -> CameraModel:
 
 
 def save_camera(camera: CameraModel, path: str | Path, comment: str = "") -> None:
-    """Write the YAML atomically (temp file in the same folder, then rename)."""
+    """Write the camera file (atomically, as every output), with `comment` as its header."""
     path = Path(path)
     text = yaml.safe_dump(camera.to_dict(), sort_keys=False, default_flow_style=None)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header + text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, header + text)
 
 
 # --- readers for datasets and the simulator ---------------------------------------------------

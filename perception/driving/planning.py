@@ -1,6 +1,7 @@
 """The planner: one frame's perception -> a path, a speed and the controls, or a safe stop.
 
-    plan_frame(result, camera, state, now, speed_mps) -> PlanOutput(plan, state, bev)
+    planner = Planner.for_models(camera, specs)   # one per car (or stream of frames)
+    plan = planner.step(result, now, speed_mps)   # every frame; the plan is also result.plan
 
 1. Fail-safe first: no result, a result older than the deadline, or no drivable-area mask ->
    `safe_stop` (empty path, brake ramping up smoothly). Never a guessed path.
@@ -15,12 +16,15 @@
    path, being able to stop before the end of the free path, and a stop sign.
 5. Control (control.py): pure pursuit on the waypoints and a PID on the speed.
 
-All state carried between frames is in `PlannerState`, passed in and returned.
+`Planner` owns everything carried from frame to frame (the previous plan, the speed PID, the
+stop-sign wait, the last result); `plan_frame` is the pure step it wraps.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -109,18 +113,52 @@ class Candidate:
     score: float
 
 
-def detects_road_users(specs: list[ModelSpec]) -> bool:
+class Planner:
+    """Plans one car's frames in order; holds all the planning state from frame to frame."""
+
+    def __init__(self, camera: CameraModel, config: PlannerConfig = PlannerConfig(),
+                 detections_available: bool = True) -> None:
+        self.camera, self.config = camera, config
+        self.detections_available = detections_available  # False: obstacles unseen, go slow
+        self.state = PlannerState()
+        self.last_result: FrameResult | None = None
+        self.bev: BirdsEye | None = None  # the grid of the last plan (None on early stops)
+
+    @classmethod
+    def for_models(cls, camera: CameraModel, specs: Sequence[ModelSpec],
+                   config: PlannerConfig = PlannerConfig()) -> Planner:
+        """A planner for what these models see; a set without a segmentation model is refused
+        (see `check_plannable`)."""
+        return cls(camera, config, check_plannable(specs))
+
+    def step(self, result: FrameResult | None, now: float, speed_mps: float | None = None
+             ) -> Plan:
+        """The plan at time `now` (the clock of `result.timestamp`) for a new result, or, with
+        None, for the last one: its age decides whether it is still usable or a safe stop.
+        The plan and its time are also set on the result (`plan`, `timings_ms["plan"]`)."""
+        started = time.perf_counter()
+        if result is not None:
+            self.last_result = result
+        output = plan_frame(self.last_result, self.camera, self.state, now, speed_mps,
+                            self.config, self.detections_available)
+        self.state, self.bev = output.state, output.bev
+        if result is not None:
+            result.plan = output.plan
+            result.timings_ms["plan"] = (time.perf_counter() - started) * 1e3
+        return output.plan
+
+
+def check_plannable(specs: Sequence[ModelSpec]) -> bool:
     """Whether a set of models can be planned on, and whether it detects road users.
 
     Without a segmentation model there is no drivable area and every plan would be a safe
     stop: a PerceptionError, before anything runs. Without a detector, plans are `degraded`.
     """
-    tasks = {spec.task for spec in specs}
-    if not tasks & {"segmentation", "multitask"}:
+    if not any(spec.segments for spec in specs):
         names = ", ".join(spec.name for spec in specs) or "none"
         raise PerceptionError(f"planning needs a segmentation model for the drivable area "
                               f"(e.g. twinlitenet); the models are: {names}")
-    return bool(tasks & {"detection", "multitask"})
+    return any(spec.detects for spec in specs)
 
 
 # --- fail-safe ---------------------------------------------------------------------------------
