@@ -15,7 +15,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from perception.cli import main as cli
 from perception.frames import SourceError
-from perception.logs.sources import CorruptRecordError, count_log_frames, open_log
+from perception.logs.base import CorruptRecordError
+from perception.logs.sources import count_log_frames, open_log
 
 VIDEO_FRAMES = 221  # solidWhiteRight.mp4: 25 fps, 8.84 s
 T0 = 1_700_000_000_000_000_000  # ns, the bags' first stamp

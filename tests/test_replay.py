@@ -17,7 +17,8 @@ import pytest
 from mcap.reader import make_reader
 
 from perception.cli import main as cli
-from perception.logs.sources import CorruptRecordError, open_log
+from perception.logs.base import CorruptRecordError
+from perception.logs.sources import open_log
 from perception.results import FrameResult
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
-"""What commands leave behind: atomically written output files, annotated videos, JSON Lines
-results, and the end-of-run summary table of frame counts and per-stage latencies.
+"""Writing output files safely: every file appears under its final name only when complete.
 
-Shared by `perception run`, `replay` and `record` (and the simulator's recorder) so all write
-files the same way, the same JSONL (one `FrameResult.model_dump(mode="json")` per line) and
-print the same table.
+The one way the project writes a file (results, masks, videos, MCAP, camera files, checkpoints,
+ONNX exports, distilled data): into a temporary name beside it, renamed into place when the
+writing block succeeds, so an interrupted run never leaves a half-written file. Also the
+annotated-video writer and the JSON Lines form of a result.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from perception.errors import PerceptionError
 from perception.results import FrameResult
 
 
+class OutputError(PerceptionError):
+    """An output path cannot be written."""
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds.
 
-    The temporary name keeps the suffix (OpenCV picks a video container by it) and lives in the
-    same folder, so `os.replace` is atomic: an interrupted run leaves nothing under the final
-    name, never a half-written file.
+    The temporary name keeps the suffix (OpenCV picks a video container by it, NumPy and
+    PyTorch leave such names alone) and lives in the same folder, so `os.replace` is atomic.
     """
     path = Path(path)
     temp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
@@ -38,13 +41,42 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+def write_atomically(path: str | Path, data: bytes | str) -> None:
+    with atomic_output(path) as temp:
+        if isinstance(data, str):
+            temp.write_text(data, encoding="utf-8")
+        else:
+            temp.write_bytes(data)
+
+
 def writable(path: Path) -> Path:
     """`path` if a file can be written there (its folder exists, it is not a folder)."""
     if path.is_dir():
-        raise PerceptionError(f"{path}: is a folder, expected a file name")
+        raise OutputError(f"{path}: is a folder, expected a file name")
     if not path.parent.is_dir():
-        raise PerceptionError(f"{path.parent}: no such folder (for {path.name})")
+        raise OutputError(f"{path.parent}: no such folder (for {path.name})")
     return path
+
+
+def make_folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot create folder ({error.strerror})") from error
+    return path
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """An image file, encoded by its suffix (.png, .jpg)."""
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OutputError(f"{path}: cannot encode as {path.suffix}")
+    write_atomically(path, data.tobytes())
+
+
+def jsonl_line(result: FrameResult) -> str:
+    """One result as a compact JSON Lines line (newline included), as `--json` files hold."""
+    return json.dumps(result.model_dump(mode="json"), separators=(",", ":")) + "\n"
 
 
 class VideoOutput:
@@ -83,7 +115,7 @@ class VideoOutput:
         self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), fps,
                                       self.size)
         if not self.writer.isOpened():
-            raise PerceptionError(f"{self.path}: OpenCV cannot write an mp4v video here")
+            raise OutputError(f"{self.path}: OpenCV cannot write an mp4v video here")
         self._put(first_image)
         self.first = None
 
@@ -91,37 +123,3 @@ class VideoOutput:
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)
         self.writer.write(image)
-
-
-def result_json(result: FrameResult) -> str:
-    """One result as compact JSON, as `perception run --json` writes it."""
-    return json.dumps(result.model_dump(mode="json"), separators=(",", ":"))
-
-
-def jsonl_line(result: FrameResult) -> str:
-    """One result as a JSON Lines line (newline included)."""
-    return result_json(result) + "\n"
-
-
-def stage_stats(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Median and 99th percentile in ms per stage, over the frames that report the stage."""
-    stages: dict[str, list[float]] = {}
-    for frame_timings in timings:
-        for stage, ms in frame_timings.items():
-            stages.setdefault(stage, []).append(ms)
-    return {stage: {"median_ms": float(np.median(values)),
-                    "p99_ms": float(np.percentile(values, 99)),
-                    "count": len(values)}
-            for stage, values in stages.items()}
-
-
-def summary_table(counts: dict[str, float | int], stats: dict[str, dict[str, float]]) -> str:
-    """Counts (frames read, processed, ...) then a stage | median | p99 table, plain text."""
-    width = max([len(name) for name in [*counts, *stats, "stage"]]) + 2
-    lines = [f"{name:<{width}}{value:>10.1f}" if isinstance(value, float) else
-             f"{name:<{width}}{value:>10d}" for name, value in counts.items()]
-    if stats:
-        lines.append(f"{'stage':<{width}}{'median ms':>10}{'p99 ms':>10}{'frames':>8}")
-        lines += [f"{stage:<{width}}{s['median_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['count']:>8d}"
-                  for stage, s in stats.items()]
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Many logs: `perception replay --ray [ADDRESS] LOGS... [--out-dir DIR]`.
+"""Many logs at once: `perception replay --ray [ADDRESS] LOGS... [--out-dir DIR]`.
 
 One Ray task per log, each with its own perceiver, writing DIR/<log>.mcap and DIR/<log>.jsonl;
 the driver prints a table across all logs and writes DIR/summary.json. With no address a local
@@ -7,64 +7,52 @@ after another in this process, with the same outputs and summary.
 
 On a real cluster every node needs this package installed (`pip install perception[fleet]`) and
 the log paths must be readable from the nodes (a shared filesystem).
-Exit code: 0 when every log was fully processed, else 2 if any log was unusable, else 3.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
-from perception.commands.replay import (
-    ReplayOptions,
-    check_outputs,
-    model_names,
-    options_from,
-    replay_log,
-)
 from perception.errors import PerceptionError
-from perception.logs.outputs import atomic_output
+from perception.logs.files import write_atomically
+from perception.logs.outputs import OutputPaths
+from perception.logs.replay import ReplayOptions, replay_log
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_PASSED_TO_WORKERS = ("PERCEPTION_CACHE_DIR", "PERCEPTION_MODELS_MIRROR")
 
 
-def main(args: argparse.Namespace) -> int:
-    logs, address = list(args.logs), args.ray
-    if address not in (None, "local") and Path(address).exists():  # `--ray a.mcap b.mcap`
-        logs, address = [Path(address), *logs], "local"
-    if args.out or args.json or args.video:
-        raise PerceptionError("with several logs or --ray, use --out-dir DIR for the outputs "
-                              "(DIR/<log>.mcap and DIR/<log>.jsonl)")
-    options = options_from(args)
-    if options.loop:
-        raise PerceptionError("--loop replays one log; it does not combine with several")
-    jobs = [(str(log), job_options(options, args.out_dir, log_stem(log))) for log in logs]
-    if args.out_dir is not None:
-        try:
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise PerceptionError(f"{args.out_dir}: cannot create the folder "
-                                  f"({error.strerror})") from None
-        # two logs of one name, or --out-dir the logs' own folder
-        check_outputs(logs, [path for _, job in jobs for path in (job.out, job.json)])
-    models = model_names(args.models)
+def replay_logs(logs: list[Path], models: list[str], options: ReplayOptions,
+                out_dir: Path | None, address: str | None) -> tuple[list[dict], float]:
+    """Replay every log (on Ray at `address`, "local" for a local instance, or here one after
+    another with None); a summary per log and the wall time. With `out_dir`, each log writes
+    out_dir/<log>.mcap and out_dir/<log>.jsonl, and out_dir/summary.json holds the summaries."""
+    jobs = [(str(log), job_options(options, out_dir, log_stem(log))) for log in logs]
     started = time.perf_counter()
     if address is None:
         summaries = [replay_one(log, models, job) for log, job in jobs]
     else:
         summaries = run_on_ray(address, models, jobs)
     wall_s = time.perf_counter() - started
-    print(fleet_table(summaries, wall_s), file=sys.stderr)
-    if args.out_dir is not None:
-        with atomic_output(args.out_dir / "summary.json") as temp:
-            temp.write_text(json.dumps({"wall_s": wall_s, "logs": summaries}, indent=2))
+    if out_dir is not None:
+        write_atomically(out_dir / "summary.json",
+                         json.dumps({"wall_s": wall_s, "logs": summaries}, indent=2))
+    return summaries, wall_s
+
+
+def output_files(logs: list[Path], out_dir: Path) -> list[Path]:
+    """The files `replay_logs` will write for these logs into `out_dir`."""
+    return [path for log in logs
+            for path in job_options(ReplayOptions(), out_dir, log_stem(log)).outputs.files()]
+
+
+def exit_code(summaries: list[dict]) -> int:
+    """0 when every log was fully processed, else 2 if any log was unusable, else 3."""
     codes = {s["exit_code"] for s in summaries}
     return 2 if 2 in codes else 3 if 3 in codes else 0
 
@@ -74,9 +62,9 @@ def log_stem(log: Path) -> str:
 
 
 def job_options(options: ReplayOptions, out_dir: Path | None, stem: str) -> ReplayOptions:
-    outputs = {"out": out_dir / f"{stem}.mcap", "json": out_dir / f"{stem}.jsonl"} \
-        if out_dir is not None else {}
-    return dataclasses.replace(options, progress=False, **outputs)
+    outputs = OutputPaths(mcap=out_dir / f"{stem}.mcap", jsonl=out_dir / f"{stem}.jsonl") \
+        if out_dir is not None else OutputPaths()
+    return dataclasses.replace(options, progress=False, outputs=outputs)
 
 
 def replay_one(log: str, models: list[str], options: ReplayOptions,
@@ -92,7 +80,7 @@ def replay_one(log: str, models: list[str], options: ReplayOptions,
             "exit_code": report.exit_code, "error": report.error,
             "read": report.read, "processed": report.processed, "dropped": report.dropped,
             "deadline_misses": report.deadline_misses, "frames_per_s": report.frames_per_s,
-            "wall_s": report.wall_s, "outputs": [str(p) for p in (options.out, options.json) if p]}
+            "wall_s": report.wall_s, "outputs": [str(p) for p in options.outputs.files()]}
 
 
 def run_on_ray(address: str, models: list[str], jobs: list[tuple[str, ReplayOptions]]) -> list:

@@ -51,7 +51,7 @@ from mcap_protobuf.schema import register_schema
 from perception.driving.camera import R_OPTICAL, CameraModel
 from perception.frames import Frame
 from perception.logs.camera_info import CameraInfo
-from perception.logs.outputs import atomic_output
+from perception.logs.files import atomic_output
 from perception.overlay import draw_result
 from perception.results import FrameResult, Plan
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from perception.frames import Frame, SourceError, read_image
+from perception.logs.base import CorruptRecordError, choose_topic
 from perception.logs.camera_info import CameraInfo
-from perception.logs.sources import CorruptRecordError, choose_topic
 
 RAW_CAMERAS = ("image_00", "image_01", "image_02", "image_03")
 OBJECT_HZ = 10.0

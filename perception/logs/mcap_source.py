@@ -18,6 +18,7 @@ from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 
 from perception.frames import Frame, SourceError
+from perception.logs.base import CorruptRecordError, calibration_topic, choose_topic
 from perception.logs.camera_info import CameraInfo
 from perception.logs.messages import (
     CALIBRATION_TYPES,
@@ -27,7 +28,6 @@ from perception.logs.messages import (
     deserialize,
     image_of,
 )
-from perception.logs.sources import CorruptRecordError, calibration_topic, choose_topic
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 

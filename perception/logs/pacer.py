@@ -1,8 +1,8 @@
 """A drive log played like a live camera: frames arrive at their recorded times (scaled by a
 rate), perception takes the newest, and what it could not take in time is dropped.
 
-Used by `perception replay --rate R`. The same "newest frame wins" rule as the service's
-WebSocket stream.
+Used by `perception replay --rate R`, with the same newest-frame-wins rule as the service's
+streams (perception/newest_frame.py).
 """
 
 from __future__ import annotations
@@ -12,26 +12,31 @@ import time
 from collections.abc import Iterable
 
 from perception.frames import Frame
+from perception.newest_frame import NewestFrame
 
 
 class Pacer:
     """Delivers frames like a live camera at `rate` x recorded speed: a thread releases each
-    frame at its log time into a one-frame slot; `next()` takes the newest, and a frame
-    replaced before it was taken is dropped. A reader error is raised by `next()` once the
-    frames before it were taken."""
+    frame at its log time; `next()` takes the newest, and a frame replaced before it was taken
+    is dropped. A reader error is raised by `next()` once the frames before it were taken."""
 
     def __init__(self, frames: Iterable[Frame], rate: float) -> None:
         self.frames, self.rate = frames, rate
-        self.arrived = self.dropped = 0
-        self._slot: tuple[Frame, float] | None = None
-        self._done = False
-        self._error: BaseException | None = None
-        self._changed = threading.Condition()
+        self._newest: NewestFrame[tuple[Frame, float]] = NewestFrame()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="pacer", daemon=True)
         self._thread.start()
 
+    @property
+    def arrived(self) -> int:
+        return self._newest.arrived
+
+    @property
+    def dropped(self) -> int:
+        return self._newest.dropped
+
     def _play(self) -> None:
+        error: BaseException | None = None
         try:
             origin: tuple[float, float] | None = None
             for frame in self.frames:
@@ -40,32 +45,19 @@ class Pacer:
                 due = origin[0] + (frame.timestamp - origin[1]) / self.rate
                 if self._stop.wait(max(0.0, due - time.perf_counter())):
                     return
-                with self._changed:
-                    self.dropped += self._slot is not None
-                    self._slot = (frame, time.perf_counter())
-                    self.arrived += 1
-                    self._changed.notify()
-        except BaseException as error:  # handed to the consumer
-            self._error = error
+                self._newest.put((frame, time.perf_counter()))
+        except BaseException as caught:  # handed to the consumer
+            error = caught
         finally:
-            with self._changed:
-                self._done = True
-                self._changed.notify()
+            self._newest.end(error)
 
     def next(self) -> tuple[Frame, float] | None:
         """(newest frame, when it arrived), or None at the end of the log."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._slot is not None or self._done)
-            if self._slot is not None:
-                item, self._slot = self._slot, None
-                return item
-            if self._error is not None:
-                raise self._error
-            return None
+        taken = self._newest.take()
+        return None if taken is None else taken.item
 
     def newer_waiting(self) -> bool:
-        with self._changed:
-            return self._slot is not None
+        return self._newest.waiting()
 
     def close(self) -> None:
         self._stop.set()

@@ -16,6 +16,7 @@ from typing import Any
 from rosbags.highlevel import AnyReader
 
 from perception.frames import Frame, SourceError
+from perception.logs.base import CorruptRecordError, calibration_topic, choose_topic
 from perception.logs.messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
@@ -23,7 +24,6 @@ from perception.logs.messages import (
     image_of,
     ros_typestore,
 )
-from perception.logs.sources import CorruptRecordError, calibration_topic, choose_topic
 
 
 def rosbag_frames(path: Path, topic: str | None = None, start: float | None = None,

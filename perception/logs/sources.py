@@ -32,13 +32,10 @@ from perception.frames import (
     image_file_frames,
     video_frames,
 )
-from perception.logs.messages import IMAGE_TYPES
-
-EXIT_PARTIAL = 3  # the exit code of a command whose log broke part-way (its frames before stand)
-
-
-class CorruptRecordError(SourceError):
-    """A log broke part-way: the frames before the bad record were read, nothing after."""
+from perception.logs.base import CorruptRecordError
+from perception.logs.kitti_source import is_kitti, kitti_frames, kitti_topic_counts
+from perception.logs.mcap_source import mcap_frames, mcap_topic_counts
+from perception.logs.rosbag_source import rosbag_frames, rosbag_topic_counts
 
 
 def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
@@ -50,16 +47,12 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
     if start is not None and end is not None and end <= start:
         raise SourceError(f"empty time range: --end {end} is not after --start {start}")
     if path.is_file() and path.suffix == ".mcap":
-        from perception.logs.mcap_source import mcap_frames
         return mcap_frames(path, topic, start, end)
     if path.is_file() and (path.suffix in {".db3", ".bag"} or path.name == "metadata.yaml"):
-        from perception.logs.rosbag_source import rosbag_frames
         return rosbag_frames(path if path.suffix == ".bag" else path.parent, topic, start, end)
     if path.is_dir() and (path / "metadata.yaml").is_file():
-        from perception.logs.rosbag_source import rosbag_frames
         return rosbag_frames(path, topic, start, end)
     if path.is_dir():
-        from perception.logs.kitti_source import is_kitti, kitti_frames
         if is_kitti(path):
             return kitti_frames(path, topic, start, end)
         frames = folder_frames(path)
@@ -83,13 +76,10 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
         path = path.parent
     try:
         if path.is_file() and path.suffix == ".mcap":
-            from perception.logs.mcap_source import mcap_topic_counts
             counts = mcap_topic_counts(path)
         elif path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file()):
-            from perception.logs.rosbag_source import rosbag_topic_counts
             counts = rosbag_topic_counts(path)
         elif path.is_dir():
-            from perception.logs.kitti_source import is_kitti, kitti_topic_counts
             counts = kitti_topic_counts(path) if is_kitti(path) else None
             if counts is None:
                 return count_frames(str(path))
@@ -122,35 +112,3 @@ def within(frames: Iterator[Frame], start: float | None, end: float | None) -> I
         if first is None:
             raise
         raise CorruptRecordError(str(error)) from None
-
-
-def choose_topic(log: Path, images: dict[str, str], others: dict[str, str],
-                 topic: str | None) -> str:
-    """The image topic to read: the one asked for, or the only one; else say which exist.
-
-    `images` and `others` map topic -> message type.
-    """
-    listing = ", ".join(f"{name} ({kind})" for name, kind in sorted(images.items()))
-    if topic is not None:
-        if topic in images:
-            return topic
-        where = f"{topic} is not an image topic ({others[topic]})" if topic in others else \
-            f"no topic {topic}"
-        raise SourceError(f"{log}: {where}; image topics: {listing or 'none'}")
-    if not images:
-        kinds = ", ".join(f"{name} ({kind})" for name, kind in sorted(others.items()))
-        raise SourceError(f"{log}: no image topic (expected one of {', '.join(sorted(IMAGE_TYPES))}"
-                          f"); topics: {kinds or 'none'}")
-    if len(images) > 1:
-        raise SourceError(f"{log}: several image topics, pick one with --topic: {listing}")
-    return next(iter(images))
-
-
-def calibration_topic(image_topic: str, calibration_topics: list[str]) -> str | None:
-    """The calibration of this camera: the one in the image topic's namespace
-    (/front/image_raw -> /front/camera_info), else the only one there is."""
-    namespace = image_topic.rsplit("/", 1)[0]
-    same = [t for t in calibration_topics if t.rsplit("/", 1)[0] == namespace]
-    if len(same) == 1:
-        return same[0]
-    return calibration_topics[0] if len(calibration_topics) == 1 else None
