@@ -19,9 +19,10 @@ from tqdm import tqdm
 from perception.driving.camera import load_camera
 from perception.errors import PerceptionError
 from perception.frames import SourceError, camera_frames, video_frames
+from perception.logs.base import EXIT_PARTIAL, CorruptRecordError
+from perception.logs.files import writable
 from perception.logs.foxglove_writer import foxglove_mcap
-from perception.logs.outputs import writable
-from perception.logs.sources import EXIT_PARTIAL, CorruptRecordError
+from perception.logs.kitti_source import kitti_frames
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +50,6 @@ def main(args: argparse.Namespace) -> int:
     elif args.video is not None:
         frames = video_frames(args.video)
     else:
-        from perception.logs.kitti_source import kitti_frames
         frames = kitti_frames(args.kitti)
     camera = load_camera(args.calibration) if args.calibration is not None else None
     written = 0

@@ -9,8 +9,8 @@ Outputs: JSON Lines (one `FrameResult` per frame), masks as `DIR/<image stem or 
 index>_drivable.png` / `_lanes.png` (uint8 0/255 at frame size), annotated images (`--out` a
 folder) or an annotated video (`--out` a .mp4/.avi file). With `--plan`, each result carries a
 `plan` (perception/driving/planning.py), the overlays draw the path, and `--save-bev DIR` writes
-`<name>_bev.png`. Every file is written under a temporary
-name in its folder and renamed when complete, so a failed run never leaves a half-written file.
+`<name>_bev.png`. Files are written by perception/logs/outputs.py: each under a temporary name,
+renamed when complete, so a failed run never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -21,51 +21,29 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
-from perception.driving.bev import BirdsEye, draw_path, render_bev
-from perception.driving.camera import CameraModel, load_camera
-from perception.driving.planning import PlannerState, plan_frame
+from perception.commands.options import add_models_argument, add_plan_arguments, planning_camera
+from perception.commands.summary import summary_table
+from perception.driving.planning import Planner
 from perception.errors import PerceptionError
-from perception.frames import VIDEO_SUFFIXES, Frame, count_frames, open_source
-from perception.logs.outputs import (
-    VideoOutput,
-    atomic_output,
-    jsonl_line,
-    stage_stats,
-    summary_table,
-    writable,
-)
-from perception.overlay import draw_result
+from perception.frames import VIDEO_SUFFIXES, count_frames, open_source
+from perception.logs.outputs import OutputPaths, Outputs
 from perception.pipeline import Perceiver
-from perception.results import FrameResult
-from perception.zoo.registry import default_models, resolve
-
-DEFAULT_MODELS = ",".join(default_models())
-
-
-class OutputError(PerceptionError):
-    """An output path cannot be written."""
+from perception.zoo.registry import model_names, resolve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="an image, a folder of images, a video file or a camera index")
-    parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help="comma-separated zoo names, spec .yaml or .onnx files "
-                             f"(default: {DEFAULT_MODELS})")
+    add_models_argument(parser)
     parser.add_argument("--json", type=Path, metavar="OUT.jsonl",
                         help="write one JSON result per frame")
     parser.add_argument("--save-masks", type=Path, metavar="DIR",
                         help="write <name>_drivable.png and <name>_lanes.png per frame")
     parser.add_argument("--out", type=Path, metavar="OUT",
                         help="annotated images (a folder) or an annotated video (.mp4, .avi)")
-    parser.add_argument("--plan", action="store_true",
-                        help="plan a path, speed and controls per frame (needs --camera)")
-    parser.add_argument("--camera", type=Path, metavar="CAMERA.yaml",
-                        help="the camera file for --plan (see perception/cameras/)")
+    add_plan_arguments(parser)
     parser.add_argument("--save-bev", type=Path, metavar="DIR",
                         help="with --plan: write <name>_bev.png, the bird's-eye view per frame")
     parser.add_argument("--mirror", help="model mirror folder or URL "
@@ -74,121 +52,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    if not names:
-        raise PerceptionError("--models names no model")
+    names = model_names(args.models)
+    if args.save_bev and not args.plan:
+        raise PerceptionError("--save-bev needs --plan")
     camera = planning_camera(args)
     frames = open_source(args.source)
     total = count_frames(args.source)
     models = [resolve(name, args.mirror) for name in names]
-    segments = any(spec.task in ("segmentation", "multitask") for spec, _ in models)
-    if args.save_masks and not segments:
+    specs = [spec for spec, _ in models]
+    if args.save_masks and not any(spec.segments for spec in specs):
         raise PerceptionError("--save-masks needs a segmentation model in --models")
-    if args.plan and not segments:
-        raise PerceptionError("--plan needs a segmentation model in --models (drivable area)")
-    detects = any(spec.task in ("detection", "multitask") for spec, _ in models)
-    planner_state = PlannerState()
+    planner = Planner.for_models(camera, specs) if camera is not None else None
+    video = args.out is not None and args.out.suffix.lower() in VIDEO_SUFFIXES
+    paths = OutputPaths(jsonl=args.json, masks=args.save_masks, bev=args.save_bev,
+                        video=args.out if video else None,
+                        images=args.out if not video else None)
     perceiver = Perceiver(models)
     timings: list[dict[str, float]] = []
     interrupted = False
     start = time.perf_counter()
     try:
         with ExitStack() as stack:
-            outputs = Outputs(args, stack)
+            outputs = Outputs(stack, paths, camera)
             bar = stack.enter_context(tqdm(total=total, unit="frame",
                                            disable=True if args.no_progress else None))
             try:
                 for frame, result in perceiver.stream(frames):
-                    bev = None
-                    if camera is not None:  # offline: the frame's own clock, so never stale
-                        t0 = time.perf_counter()
-                        planned = plan_frame(result, camera, planner_state,
-                                             now=result.timestamp, detections_available=detects)
-                        planner_state, result.plan, bev = planned.state, planned.plan, planned.bev
-                        result.timings_ms["plan"] = (time.perf_counter() - t0) * 1e3
-                    outputs.write(frame, result, bev, camera)
+                    if planner is not None:  # offline: the frame's own clock, so never stale
+                        planner.step(result, now=result.timestamp)
+                    outputs.write(frame, result, planner.bev if planner is not None else None)
                     timings.append(result.timings_ms)
                     bar.update(1)
             except KeyboardInterrupt:  # how a camera run ends: keep what was written
                 interrupted = True
+            outputs.close()
     finally:
         perceiver.close()
     elapsed = time.perf_counter() - start
     counts = {"frames": len(timings), "seconds": elapsed,
               "frames/s": len(timings) / elapsed if elapsed else 0.0}
-    print(summary_table(counts, stage_stats(timings)))
+    print(summary_table(counts, timings))
     if interrupted:
         print(f"perception: interrupted after {len(timings)} frames; outputs kept",
               file=sys.stderr)
         return 130
     return 0
-
-
-def planning_camera(args: argparse.Namespace) -> CameraModel | None:
-    """The camera for --plan, checked before any model loads."""
-    if args.save_bev and not args.plan:
-        raise PerceptionError("--save-bev needs --plan")
-    if args.camera and not args.plan:
-        raise PerceptionError("--camera is only used with --plan")
-    if not args.plan:
-        return None
-    if not args.camera:
-        raise PerceptionError("--plan needs --camera CAMERA.yaml (see perception/cameras/)")
-    return load_camera(args.camera)
-
-
-class Outputs:
-    """The files a run writes; each one appears under its final name only when complete."""
-
-    def __init__(self, args: argparse.Namespace, stack: ExitStack) -> None:
-        self.jsonl = None
-        if args.json:
-            temp = stack.enter_context(atomic_output(writable(args.json)))
-            self.jsonl = stack.enter_context(temp.open("w"))
-        self.masks_dir = _folder(args.save_masks) if args.save_masks else None
-        self.bev_dir = _folder(args.save_bev) if args.save_bev else None
-        self.out = args.out
-        self.video: VideoOutput | None = None
-        if args.out and args.out.suffix.lower() in VIDEO_SUFFIXES:
-            self.video = VideoOutput(stack.enter_context(atomic_output(writable(args.out))))
-            stack.callback(self.video.finish)
-        elif args.out:
-            _folder(args.out)
-
-    def write(self, frame: Frame, result: FrameResult, bev: BirdsEye | None = None,
-              camera: CameraModel | None = None) -> None:
-        t0 = time.perf_counter()
-        if self.bev_dir and bev is not None:
-            write_image(self.bev_dir / f"{frame.name}_bev.png", render_bev(bev, result.plan))
-        if self.masks_dir:
-            for which in ("drivable", "lanes"):
-                mask = result.mask_at_frame_size(which)
-                if mask is not None:
-                    write_image(self.masks_dir / f"{frame.name}_{which}.png", mask * 255)
-        if self.out:
-            annotated = draw_result(frame.image, result)
-            if result.plan is not None and camera is not None:
-                draw_path(annotated, camera, result.plan.waypoints)
-            if self.video is not None:
-                self.video.write(frame.timestamp, annotated)
-            else:
-                write_image(self.out / f"{frame.name}.jpg", annotated)
-        result.timings_ms["write"] = (time.perf_counter() - t0) * 1e3
-        if self.jsonl:
-            self.jsonl.write(jsonl_line(result))
-
-
-def _folder(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot create folder ({error.strerror})") from error
-    return path
-
-
-def write_image(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise OutputError(f"{path}: cannot encode as {path.suffix}")
-    with atomic_output(path) as temp:
-        temp.write_bytes(data.tobytes())
