@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from perception.errors import PerceptionError
-from perception.zoo.registry import default_models
+from perception.zoo.registry import default_models, model_names
 from serving.service import ServeConfig, Service
 
 
@@ -63,9 +63,7 @@ def parse_cameras(items: list[str]) -> dict[str, Path]:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    models = [name.strip() for name in args.models.split(",") if name.strip()]
-    if not models:
-        raise PerceptionError("--models is empty")
+    models = model_names(args.models)
     for name, value in (("--max-batch", args.max_batch), ("--queue-size", args.queue_size),
                         ("--max-pixels", args.max_pixels)):
         if value < 1:
@@ -86,15 +84,15 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from perception.driving.planning import detects_road_users
+    from perception.driving.planning import check_plannable
     from perception.pipeline import Perceiver
     from perception.zoo.registry import get_spec
-    from serving.http_app import create_app
+    from serving.http.app import create_app
 
     config = config_from_args(args)
     specs = [get_spec(name) for name in config.models]  # unknown names fail before starting
     if config.cameras:
-        detects_road_users(specs)  # plans need a segmentation model: say so now
+        check_plannable(specs)  # plans need a segmentation model: say so now
     service = Service(config, make_perceiver=lambda: Perceiver.from_names(config.models))
     uvicorn.run(create_app(service), host=config.host, port=config.port,
                 ws_max_size=config.max_body_bytes, timeout_graceful_shutdown=30,

@@ -20,11 +20,14 @@ from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from perception.driving.planning import PlannerState
+from perception.driving.planning import Planner
 from perception.errors import PerceptionError
+from perception.newest_frame import NewestFrame
+from perception.results import FrameResult
+from serving.auth import key_ok, presented_key
 from serving.batcher import DeadlineExceeded
 from serving.proto import perception_pb2, perception_pb2_grpc
-from serving.service import RequestError, Service, key_ok
+from serving.service import Options, RequestError, Service
 
 SERVICE_NAME = perception_pb2.DESCRIPTOR.services_by_name["Perception"].full_name
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -56,7 +59,8 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
                  context: grpc.ServicerContext) -> perception_pb2.PerceiveResponse:
         route = f"/{SERVICE_NAME}/Perceive"
         try:
-            response, _ = self._one(request, context)
+            result, options = self._perceive(request, context)
+            response = to_proto(self.service.render(result, options))
         except RequestError as error:
             self._count(route, status_code(error))
             context.abort(status_code(error), error.message)
@@ -66,47 +70,34 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
     def StreamPerceive(self, requests: Iterator[perception_pb2.PerceiveRequest],  # noqa: N802
                        context: grpc.ServicerContext) -> Iterator[perception_pb2.PerceiveResponse]:
         """Answer in order; while one image is processed only the newest waiting one is kept."""
-        state: dict[str, Any] = {"latest": None, "dropped": 0, "done": False}
-        changed = threading.Condition()
-        planner: PlannerState | None = None  # the plan carries over from frame to frame
+        frames: NewestFrame[perception_pb2.PerceiveRequest] = NewestFrame()
 
         def read() -> None:
-            sequence = 0
             try:
                 for request in requests:
-                    with changed:
-                        if state["latest"] is not None:
-                            state["dropped"] += 1
-                            self.service.metrics.dropped.labels(reason="stream_newest_wins").inc()
-                        state["latest"] = (sequence, request)
-                        sequence += 1
-                        changed.notify()
+                    if frames.put(request):
+                        self.service.metrics.dropped.labels(reason="stream_newest_wins").inc()
             except grpc.RpcError:
                 pass  # the client went away; the loop below ends
             finally:
-                with changed:
-                    state["done"] = True
-                    changed.notify()
+                frames.end()
 
         threading.Thread(target=read, name="grpc-stream-reader", daemon=True).start()
-        while context.is_active():
-            with changed:
-                changed.wait_for(lambda: state["latest"] is not None or state["done"])
-                if state["latest"] is None:
-                    break
-                (sequence, request), state["latest"] = state["latest"], None
-                skipped, state["dropped"] = state["dropped"], 0
+        planner: Planner | None = None  # made for the first frame that is planned, then kept
+        while context.is_active() and (taken := frames.take()) is not None:
             try:
-                response, planner = self._one(request, context, sequence, planner)
+                result, options = self._perceive(taken.item, context, taken.sequence)
+                planner = self.service.planner(options, planner)
+                response = to_proto(self.service.render(result, options, planner))
             except RequestError as error:
                 response = perception_pb2.PerceiveResponse(error=error.message)
-            response.sequence, response.dropped = sequence, skipped
+            response.sequence, response.dropped = taken.sequence, taken.dropped
             yield response
         self._count(f"/{SERVICE_NAME}/StreamPerceive", grpc.StatusCode.OK)
 
-    def _one(self, request: perception_pb2.PerceiveRequest, context: grpc.ServicerContext,
-             index: int | None = None, planner: PlannerState | None = None
-             ) -> tuple[perception_pb2.PerceiveResponse, PlannerState | None]:
+    def _perceive(self, request: perception_pb2.PerceiveRequest, context: grpc.ServicerContext,
+                  index: int | None = None) -> tuple[FrameResult, Options]:
+        """Check, decode and batch one image; its result and the outputs it asked for."""
         service = self.service
         options = service.options(list(request.outputs), request.mask_encoding or None,
                                   request.camera or None)
@@ -120,8 +111,7 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
             future.cancel()
             service.metrics.dropped.labels(reason="deadline").inc()
             raise RequestError(504, f"no result within {timeout:.3g} s") from None
-        body, planner = service.render(result, options, planner)
-        return to_proto(body), planner
+        return result, options
 
     def _count(self, route: str, code: grpc.StatusCode) -> None:
         self.service.metrics.requests.labels(route=route, code=code.name).inc()
@@ -136,10 +126,7 @@ class _ApiKeys(grpc.ServerInterceptor):
     def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 (gRPC's API)
         if not details.method.startswith(f"/{SERVICE_NAME}/"):
             return continuation(details)
-        metadata = dict(details.invocation_metadata)
-        auth = str(metadata.get("authorization", ""))
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else metadata.get("x-api-key")
-        if key_ok(key, self.keys):
+        if key_ok(presented_key(dict(details.invocation_metadata)), self.keys):
             return continuation(details)
 
         def refuse(request: Any, context: grpc.ServicerContext) -> None:
@@ -189,7 +176,3 @@ class GrpcServer:
         self._stop.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
-
-
-def start_grpc(service: Service, port: int) -> GrpcServer:
-    return GrpcServer(service, port)

@@ -8,7 +8,7 @@ the output choices, `submit()` queues the frame on the shared batcher and `rende
 
 from __future__ import annotations
 
-import hmac
+import base64
 import struct
 import threading
 import time
@@ -19,15 +19,17 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
-from perception.driving.bev import bev_payload
+from perception.driving.bev import BirdsEye
 from perception.driving.camera import CameraModel, load_camera
-from perception.driving.planning import PlannerState, detects_road_users, plan_frame
+from perception.driving.planning import Planner
 from perception.errors import PerceptionError
 from perception.frames import Frame, SourceError, decode_image
 from perception.modelspec import ModelSpec
-from perception.results import FrameResult
+from perception.overlay import render_bev
+from perception.results import FrameResult, Plan
 from perception.zoo.registry import default_models
 from serving.batcher import Batcher, BatchStats, QueueFull, ShuttingDown
 from serving.metrics import Metrics
@@ -38,7 +40,7 @@ MASK_ENCODINGS = ("png", "rle")
 
 
 class PerceiverLike(Protocol):
-    model_names: list[str]
+    specs: list[ModelSpec]
 
     def perceive(self, frames: list[Frame]) -> list[FrameResult]: ...
 
@@ -119,21 +121,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise RequestError(400, "JPEG header is truncated or has no frame header")
 
 
-def key_ok(presented: str | None, keys: tuple[str, ...]) -> bool:
-    """Constant-time comparison against every configured key."""
-    if not presented:
-        return False
-    given = presented.encode()
-    return any([hmac.compare_digest(given, key.encode()) for key in keys])
-
-
-def presented_key(headers: dict[str, str]) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return headers.get("x-api-key")
-
-
 class Service:
     """The models, the batcher and the limits of one server process."""
 
@@ -183,8 +170,7 @@ class Service:
             self.perceiver.close()
 
     def model_specs(self) -> list[ModelSpec]:
-        models = getattr(self.perceiver, "models", [])
-        return [model.spec for model in models]
+        return self.perceiver.specs if self.perceiver is not None else []
 
     # --- one request ------------------------------------------------------------------------
 
@@ -245,28 +231,41 @@ class Service:
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
-    def render(self, result: FrameResult, options: Options,
-               planner: PlannerState | None = None) -> tuple[dict[str, Any], PlannerState | None]:
+    def planner(self, options: Options, current: Planner | None = None) -> Planner | None:
+        """The planner for one frame's answer, when its outputs need a plan.
+
+        A single request gets a fresh one. A stream passes the planner it holds (`current`,
+        None at first) and keeps what comes back, so its plan carries from frame to frame: it
+        is made for the first frame that asks for a plan (once the models are loaded, since
+        the planner needs to know them) and again only if the stream names another camera.
+        """
+        if not options.outputs & {"plan", "bev"}:
+            return current
+        camera = self.cameras[options.camera]
+        if current is not None and current.camera is camera:
+            return current
+        try:
+            return Planner.for_models(camera, self.model_specs())
+        except PerceptionError as error:  # e.g. no segmentation model to plan on
+            raise RequestError(400, f"camera {options.camera!r}: {error}") from None
+
+    def render(self, result: FrameResult, options: Options, planner: Planner | None = None
+               ) -> dict[str, Any]:
         """The API's JSON for one result, with only the outputs asked for.
 
         With `plan` or `bev`, the planner runs here, at answer time: a frame that waited past
         the planner's deadline gets a safe stop ("perception is stale"), never a late guess.
-        `planner` carries a stream's state from frame to frame; a single request starts fresh.
+        A stream passes its planner (see `planner`); a single request gets a fresh one.
         """
         bev = None
         if options.outputs & {"plan", "bev"}:
-            started = time.perf_counter()
-            camera = self.cameras[options.camera]
+            planner = planner or self.planner(options)
             try:
-                planned = plan_frame(result, camera, planner or PlannerState(), now=time.time(),
-                                     detections_available=detects_road_users(
-                                         self.model_specs()))
+                planner.step(result, now=time.time())
             except PerceptionError as error:  # e.g. the frame size is not the camera's
                 raise RequestError(400, f"camera {options.camera!r}: {error}") from None
-            result.plan, planner = planned.plan, planned.state
-            if "bev" in options.outputs and planned.bev is not None:
-                bev = bev_payload(planned.bev, planned.plan)
-            result.timings_ms["plan"] = (time.perf_counter() - started) * 1e3
+            if "bev" in options.outputs and planner.bev is not None:
+                bev = bev_payload(planner.bev, result.plan)
         data = result.model_dump(mode="json")
         if "detections" not in options.outputs:
             data["detections"] = []
@@ -275,8 +274,7 @@ class Service:
         if "plan" not in options.outputs:
             data["plan"] = None
         data["bev"] = bev
-        return data, planner
-
+        return data
 
     def _perceive(self, frames: list[Frame]) -> list[FrameResult]:
         assert self.perceiver is not None
@@ -295,3 +293,13 @@ class Service:
             self.metrics.dropped.labels(reason="deadline").inc(stats.expired)
         if self.batcher is not None:
             self.metrics.queue_depth.set(self.batcher.depth)
+
+
+def bev_payload(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> dict:
+    """The `bev` output: the bird's-eye picture as base64 PNG and where it lies in metres."""
+    ok, png = cv2.imencode(".png", render_bev(bev, plan, scale))
+    assert ok
+    g = bev.grid
+    return {"png": base64.b64encode(png.tobytes()).decode("ascii"),
+            "metres_per_pixel": g.metres_per_pixel / scale,
+            "x_range": [g.x_min, g.x_max], "y_range": [g.y_min, g.y_max]}

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import uvicorn
 from perception.frames import Frame
 from perception.modelspec import InputSpec, ModelSpec
 from perception.results import Detection, FrameResult
-from serving.http_app import create_app
+from serving.http.app import create_app
 from serving.service import ServeConfig, Service
 
 BDD = "drives/bdd100k_frames/twinlitenet"
@@ -37,11 +36,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class _Loaded:
-    spec: ModelSpec
-
-
 class StatsPerceiver:
     """A real, tiny 'model': per-frame brightness statistics; records its batch sizes."""
 
@@ -49,8 +43,8 @@ class StatsPerceiver:
         self.gate = gate
         self.entered = threading.Event()  # set once a batch is being worked on
         self.batches: list[int] = []
-        self.models = [_Loaded(ModelSpec("image-stats", "detection", "yolox",
-                                         InputSpec(64, 64), classes=("bright",)))]
+        self.specs = [ModelSpec("image-stats", "detection", "yolox", InputSpec(64, 64),
+                                classes=("bright",))]
         self.model_names = ["image-stats"]
 
     def perceive(self, frames: list[Frame]) -> list[FrameResult]:

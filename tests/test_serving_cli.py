@@ -13,7 +13,7 @@ BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1
 
 @pytest.mark.parametrize(("extra", "words"), [
     (["--models", "nope-net"], "unknown model 'nope-net'"),
-    (["--models", ""], "--models is empty"),
+    (["--models", ""], "--models names no model"),
     (["--max-batch", "0"], "--max-batch must be at least 1"),
     (["--api-key-file", "/no/such/keys.txt"], "no such API key file"),
     (["--camera", "front"], "expected NAME=camera.yaml"),

@@ -17,8 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import BDD, StatsPerceiver, real_server, running_server, solid_jpeg
 from websockets.sync.client import connect
 
-from perception.results import decode_run_lengths
 from serving.service import ServeConfig, Service
+
+
+def decode_run_lengths(counts: list[int], width: int, height: int) -> np.ndarray:
+    """A mask from the API's run lengths (row-major, starting with a run of 0s), as a
+    client decodes it."""
+    values = np.zeros(len(counts), np.uint8)
+    values[1::2] = 1
+    return np.repeat(values, counts).reshape(height, width)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from perception.pipeline import Perceiver
-from serving.http_app import create_app
+from serving.http.app import create_app
 from serving.service import ServeConfig, Service
 
 CHROMIUM = Path("/usr/bin/chromium")
