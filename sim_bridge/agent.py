@@ -27,8 +27,8 @@ import yaml
 from perception.driving.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
-from perception.zoo.registry import default_models
-from sim_bridge.driving import CarGeometry, planner_driver, planning_perceiver
+from perception.zoo.registry import default_models, model_names
+from sim_bridge.driving import CarGeometry, car_planner, planning_perceiver
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 EARTH_RADIUS_M = 6378137.0
@@ -89,16 +89,15 @@ class PerceptionAgent(AutonomousAgent):
                                       "wheelbase_m, ...)")
         self.camera = CameraSpec.parse(str(config.get("camera", "640x360,90")))
         models = config.get("models", default_models())
-        if isinstance(models, str):  # `models: yolox-nano,twinlitenet` as on the command line
-            models = models.split(",")
+        if not isinstance(models, str):  # a YAML list; a string is as on the command line
+            models = ",".join(str(model) for model in models)
         try:
             car = CarGeometry(**{key: float(config[key])
                                  for key in CarGeometry.__dataclass_fields__ if key in config})
         except (TypeError, ValueError) as error:
             raise PerceptionError(f"agent config: car geometry must be numbers ({error})") from None
-        self.perceiver, detects = planning_perceiver([str(m).strip() for m in models
-                                                      if str(m).strip()])
-        self.driver = planner_driver(self.camera, car, detects)
+        self.perceiver, detects = planning_perceiver(model_names(models, "agent config models"))
+        self.planner = car_planner(self.camera, car, detects)
         self.route_index = 0
         self.steps = 0
 
@@ -122,7 +121,7 @@ class PerceptionAgent(AutonomousAgent):
         self.steps += 1
         result = self.perceiver.perceive([frame])[0]
         speed = float(input_data["speed"][1]["speed"])
-        plan = self.driver(result, speed, timestamp)
+        plan = self.planner.step(result, timestamp, speed)
         steer, throttle, brake = plan.control.steer, plan.control.throttle, plan.control.brake
         route = self.route_ahead(input_data)
         if route is not None:
@@ -130,7 +129,7 @@ class PerceptionAgent(AutonomousAgent):
             if finished:
                 throttle, brake = 0.0, 1.0
             elif turning and plan.status != "safe_stop":
-                steer = pure_pursuit_steer(points, speed, self.driver.config.control)
+                steer = pure_pursuit_steer(points, speed, self.planner.config.control)
         return carla.VehicleControl(throttle=float(throttle), steer=float(steer),
                                     brake=float(brake))
 

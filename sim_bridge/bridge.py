@@ -3,12 +3,12 @@
     frame = world.tick()                        # the simulator advances one fixed step
     image = camera_frames.take(frame, timeout)  # exactly this tick's image, or None
     result = perceive(Frame(image))             # our models (or CARLA's ground truth)
-    plan = driver(result, speed, now)           # planner + controller -> Plan with control
+    plan = plan_step(result, now, speed)        # Planner.step: planner + controller -> Plan
     ego.apply_control(VehicleControl(...))      # applied on the next tick
 
 `run()` sets the stage around it: connect, synchronous mode, spawn the ego car with its sensors
-(and traffic), and always clean up (session.py). Perception and driving are plain callables,
-so tests and the Leaderboard agent swap them freely.
+(and traffic), and always clean up (session.py). Perception and planning are plain callables
+(our models or `GroundTruthPerceiver`; a `Planner`'s `step`), so tests swap them freely.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import carla
 
 from perception.frames import Frame
-from perception.results import FrameResult
+from perception.results import FrameResult, Plan
 from sim_bridge import ground_truth
 from sim_bridge.driving import camera_model
 from sim_bridge.metrics import DrivingMetrics
@@ -32,7 +32,7 @@ from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_b
 from sim_bridge.session import SimError, SpawnedActors, connect, find_blueprint, synchronous_mode
 
 Perceive = Callable[[Frame], FrameResult]
-Driver = Callable[[FrameResult | None, float, float], Any]  # (result, speed m/s, now s) -> Plan
+PlanStep = Callable[[FrameResult | None, float, float], Plan]  # (result, now s, speed m/s)
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Rig:
 
 
 def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
-        make_driver: Callable[[Rig], Driver],
+        make_plan_step: Callable[[Rig], PlanStep],
         client_factory: Callable[..., Any] = carla.Client) -> dict:
     """One closed-loop run; returns the metrics summary. Ctrl-C ends it early, cleanly."""
     client, world = connect(config.host, config.port, config.connect_timeout_s, config.town,
@@ -80,11 +80,11 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
         if traffic_manager is not None:
             spawn_traffic(world, rig.map, actors, traffic_manager, config.traffic,
                           config.spawn_point)
-        perceive, driver = make_perceive(rig), make_driver(rig)
+        perceive, plan_step = make_perceive(rig), make_plan_step(rig)
         tick(world, 0)  # one tick for the new sensors to start streaming
         try:
             for _ in range(config.ticks):
-                step(rig, perceive, driver, config, recorder)
+                step(rig, perceive, plan_step, config, recorder)
         except KeyboardInterrupt:
             rig.metrics.interrupted = True
         summary = rig.metrics.summary()
@@ -179,8 +179,8 @@ def tick(world: Any, ticks_done: int) -> int:
                        f"{error}") from None
 
 
-def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
-         recorder: SimRecorder | None) -> Any:
+def step(rig: Rig, perceive: Perceive, plan_step: PlanStep, config: SimConfig,
+         recorder: SimRecorder | None) -> Plan:
     """One tick of the loop; returns the plan."""
     frame_id = tick(rig.world, rig.metrics.ticks)
     now = rig.world.get_snapshot().timestamp.elapsed_seconds
@@ -199,13 +199,12 @@ def step(rig: Rig, perceive: Perceive, driver: Driver, config: SimConfig,
     start = time.perf_counter()
     velocity = rig.ego.get_velocity()
     speed = math.hypot(velocity.x, velocity.y)
-    plan = driver(result, speed, now)
+    plan = plan_step(result, now, speed)  # None: no new frame, the planner judges the last
     control = plan.control
     rig.ego.apply_control(carla.VehicleControl(throttle=control.throttle, steer=control.steer,
                                                brake=control.brake))
     control_ms = (time.perf_counter() - start) * 1e3
     if result is not None:
-        result.plan = plan
         result.timings_ms["control"] = control_ms
     location = rig.ego.get_location()
     on_road = rig.map.get_waypoint(location, project_to_road=False) is not None

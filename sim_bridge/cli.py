@@ -15,9 +15,9 @@ from pathlib import Path
 import carla
 
 from perception.errors import PerceptionError
-from perception.zoo.registry import default_models
-from sim_bridge.bridge import Perceive, Rig, SimConfig, run
-from sim_bridge.driving import PlannerDriver, car_geometry, planner_driver, planning_perceiver
+from perception.zoo.registry import default_models, model_names
+from sim_bridge.bridge import Perceive, PlanStep, Rig, SimConfig, run
+from sim_bridge.driving import car_geometry, car_planner, planning_perceiver
 from sim_bridge.ground_truth import GroundTruthPerceiver
 from sim_bridge.metrics import format_table
 from sim_bridge.sensors import CameraSpec
@@ -90,16 +90,15 @@ def main(args: argparse.Namespace) -> int:
     config = config_from(args)
     perceiver, detects = None, True  # CARLA's ground truth has every road user's box
     if args.perception == "models":
-        perceiver, detects = planning_perceiver(
-            [n.strip() for n in args.models.split(",") if n.strip()])
+        perceiver, detects = planning_perceiver(model_names(args.models))
 
     def make_perceive(rig: Rig) -> Perceive:
         if perceiver is None:
             return GroundTruthPerceiver(rig.world, rig.camera)
         return lambda frame: perceiver.perceive([frame])[0]
 
-    def make_driver(rig: Rig) -> PlannerDriver:
-        return planner_driver(config.camera, car_geometry(rig.ego), detects)
+    def make_plan_step(rig: Rig) -> PlanStep:
+        return car_planner(config.camera, car_geometry(rig.ego), detects).step
 
     client_factory, server = carla.Client, None
     try:
@@ -108,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
 
             server = FakeServer(Scenario(**FAKE_SCENARIOS[args.fake])).start(args.host, args.port)
             client_factory = FakeClient
-        summary = run(config, make_perceive, make_driver, client_factory)
+        summary = run(config, make_perceive, make_plan_step, client_factory)
     finally:
         if server is not None:
             server.stop()

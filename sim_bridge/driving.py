@@ -1,5 +1,5 @@
-"""Our planner and controller as the loop's driver: perception result -> Plan with controls
-(and the models it plans on, for `perception sim` and the Leaderboard agent alike).
+"""Our planner for a CARLA car: the camera and car geometry it plans with, and the models it
+plans on (for `perception sim` and the Leaderboard agent alike).
 
 The planner (perception/driving/planning.py) works in the vehicle frame of our camera files:
 x forward, y left, origin on the ground under the rear axle, and its controller maps steer = 1
@@ -7,8 +7,9 @@ to the car's largest road-wheel angle. CARLA mounts the camera relative to the c
 car has its own wheelbase and steering lock, so both are read from the ego vehicle's physics
 (`get_physics_control()`: wheel positions and `max_steer_angle`) when there is one.
 
-A tick whose image did not arrive hands the planner the last result it had: the planner itself
-decides, by the result's age against its deadline, whether that is still usable or a safe stop.
+A tick whose image did not arrive steps the planner without a new result: the planner plans on
+the last one it had and decides, by its age against the deadline, whether that is still usable
+or a safe stop.
 Without a detector among the models the planner cannot see obstacles: every plan is then
 `degraded` and slow (planning.py), never `ok` at cruise speed.
 """
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from perception.driving.camera import CameraModel, carla_camera
 from perception.driving.control import ControlConfig
-from perception.driving.planning import PlannerConfig, PlannerState, detects_road_users, plan_frame
+from perception.driving.planning import Planner, PlannerConfig, check_plannable
 from perception.driving.vehicle_model import VehicleParams
-from perception.results import FrameResult, Plan
+from perception.zoo.registry import resolve
 from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
 
 if TYPE_CHECKING:
@@ -67,33 +68,17 @@ def planning_perceiver(names: list[str]) -> tuple[Perceiver, bool]:
     """Our models by zoo name, and whether one of them detects road users; a set that cannot
     be planned on (no segmentation model) is refused before any model loads."""
     from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
-    from perception.zoo.registry import resolve  # torch-free: specs and verified files
 
     models = [resolve(name) for name in names]
-    detects = detects_road_users([spec for spec, _ in models])
+    detects = check_plannable([spec for spec, _ in models])
     return Perceiver(models), detects
 
 
-class PlannerDriver:
-    def __init__(self, camera: CameraModel, config: PlannerConfig,
-                 detections_available: bool = True) -> None:
-        self.camera, self.config = camera, config
-        self.detections_available = detections_available
-        self.state = PlannerState()
-        self.last_result: FrameResult | None = None
-
-    def __call__(self, result: FrameResult | None, speed_mps: float, now: float) -> Plan:
-        if result is not None:
-            self.last_result = result
-        output = plan_frame(self.last_result, self.camera, self.state, now, speed_mps,
-                            self.config, self.detections_available)
-        self.state = output.state
-        return output.plan
-
-
-def planner_driver(spec: CameraSpec, car: CarGeometry = CarGeometry(),
-                   detections_available: bool = True) -> PlannerDriver:
+def car_planner(spec: CameraSpec, car: CarGeometry = CarGeometry(),
+                detections_available: bool = True) -> Planner:
+    """The planner of a car with this camera and geometry; without a detector among the
+    models (`detections_available=False`) every plan is degraded and slow."""
     vehicle = replace(VehicleParams(), wheelbase_m=car.wheelbase_m,
                       max_steer_deg=car.max_steer_deg)
     config = replace(PlannerConfig(), control=replace(ControlConfig(), vehicle=vehicle))
-    return PlannerDriver(camera_model(spec, car), config, detections_available)
+    return Planner(camera_model(spec, car), config, detections_available)

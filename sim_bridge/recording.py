@@ -27,8 +27,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from perception.driving.camera import CameraModel
 from perception.frames import Frame
+from perception.logs.files import atomic_output
 from perception.logs.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
-from perception.logs.outputs import atomic_output
 from perception.results import FrameResult
 
 

@@ -13,7 +13,7 @@ import pytest
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
 
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
-from sim_bridge.driving import car_geometry, planner_driver  # noqa: E402
+from sim_bridge.driving import car_geometry, car_planner  # noqa: E402
 from sim_bridge.ground_truth import GroundTruthPerceiver  # noqa: E402
 from sim_bridge.sensors import CameraSpec  # noqa: E402
 from sim_bridge.session import SimError  # noqa: E402
@@ -39,7 +39,7 @@ def test_closed_loop_on_a_real_server_leaves_it_as_found(tmp_path) -> None:
     config = SimConfig(host=HOST, port=PORT, camera=camera, ticks=200, ground_truth=True,
                        route_m=100.0, traffic=5, out=tmp_path / "run.mcap")
     summary = run(config, lambda rig: GroundTruthPerceiver(rig.world, rig.camera),
-                  lambda rig: planner_driver(camera, car_geometry(rig.ego)))
+                  lambda rig: car_planner(camera, car_geometry(rig.ego)).step)
     assert summary["ticks"] == 200 and summary["frames_missed"] <= 1
     assert summary["distance_m"] > 5.0
     assert (tmp_path / "run.mcap").stat().st_size > 0

@@ -80,7 +80,7 @@ def test_closed_loop_uses_each_ticks_own_image_under_shuffled_late_callbacks() -
         return FrameResult(frame_index=frame.index, source=frame.source,
                            timestamp=frame.timestamp, width=frame.width, height=frame.height)
 
-    def driver(result, speed, now):
+    def driver(result, now, speed):
         plans_at.append((now, None if result is None else result.timestamp))
         return Plan(status="ok" if result else "safe_stop", target_speed_mps=3.0,
                     control=Control(steer=0.0, throttle=0.2, brake=0.0))

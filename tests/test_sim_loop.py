@@ -18,7 +18,7 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
-from sim_bridge.driving import car_geometry, planner_driver  # noqa: E402
+from sim_bridge.driving import car_geometry, car_planner  # noqa: E402
 from sim_bridge.ground_truth import GroundTruthPerceiver  # noqa: E402
 from sim_bridge.sensors import CameraSpec  # noqa: E402
 
@@ -31,28 +31,28 @@ def drive(scenario: fake_carla.Scenario, ticks: int, start_offset_m: float = 0.0
     server = fake_carla.FakeServer(scenario).start("127.0.0.1", next(PORTS))
     trace = []
 
-    def make_driver(rig):
-        planner = planner_driver(CAMERA, car_geometry(rig.ego))
+    def make_plan_step(rig):
+        planner = car_planner(CAMERA, car_geometry(rig.ego))
         if start_offset_m:
             start = rig.ego.get_transform()
             x, y, yaw = scenario.pose(0.0, start_offset_m)
             rig.ego.set_transform(carla.Transform(carla.Location(x=x, y=y, z=start.location.z),
                                                   carla.Rotation(yaw=yaw)))
 
-        def driver(result, speed, now):
-            plan = planner(result, speed, now)
+        def step(result, now, speed):
+            plan = planner.step(result, now, speed)
             location = rig.ego.get_location()
             s, lateral = scenario.frenet(np.array(location.x), np.array(location.y))
             trace.append({"s": float(s), "lateral": float(lateral), "speed": speed,
                           "status": plan.status, "frame": result is not None})
             return plan
-        return driver
+        return step
 
     try:
         config = SimConfig(host="127.0.0.1", port=int(server.address.split(":")[1]),
                            camera=CAMERA, ticks=ticks, ground_truth=True, **options)
         summary = run(config, lambda rig: GroundTruthPerceiver(rig.world, rig.camera),
-                      make_driver, fake_carla.FakeClient)
+                      make_plan_step, fake_carla.FakeClient)
     finally:
         server.stop()
     return summary, trace

@@ -48,7 +48,7 @@ def config_for(server: fake_carla.FakeServer, **overrides) -> SimConfig:
     return SimConfig(**options)
 
 
-def cruise(result, speed, now):
+def cruise(result, now, speed):
     """A driver that only holds the throttle: cleanup does not depend on planning."""
     return Plan(status="ok", target_speed_mps=5.0,
                 control=Control(steer=0.0, throttle=0.3, brake=0.0))
@@ -132,11 +132,11 @@ def test_normal_exit_restores_everything(server) -> None:
     before = snapshot(server)
     seen = {}
 
-    def driver(result, speed, now):
+    def driver(result, now, speed):
         seen["actors"] = len(server.world.get_actors())
         seen["sync"] = server.world.get_settings().synchronous_mode
         seen["tm_sync"] = server.traffic_manager_synchronous
-        return cruise(result, speed, now)
+        return cruise(result, now, speed)
 
     summary = run(config_for(server), passthrough, lambda rig: driver, fake_carla.FakeClient)
     assert summary["ticks"] == 20 and not summary["interrupted"]
@@ -167,10 +167,10 @@ def test_keyboard_interrupt_ends_the_run_cleanly_and_keeps_the_recording(server,
     out = tmp_path / "run.mcap"
     ticks = itertools.count()
 
-    def interrupted(result, speed, now):
+    def interrupted(result, now, speed):
         if next(ticks) == 7:
             raise KeyboardInterrupt
-        return cruise(result, speed, now)
+        return cruise(result, now, speed)
 
     summary = run(config_for(server, out=out), passthrough, lambda rig: interrupted,
                   fake_carla.FakeClient)
