@@ -2,7 +2,7 @@
 
 Masks stay numpy arrays at the segmentation model's resolution inside `FrameResult` (cheap to
 produce); they are resized to frame size or encoded (PNG base64, run-length) only when a caller
-asks, with `drivable_at_frame_size()` or `encode_masks()`.
+asks, with `mask_at_frame_size()` or `encode_masks()`.
 """
 
 from __future__ import annotations
@@ -131,9 +131,3 @@ def run_lengths(mask: np.ndarray) -> list[int]:
     if flat.size and flat[0] == 1:
         counts.insert(0, 0)
     return counts
-
-
-def decode_run_lengths(counts: list[int], width: int, height: int) -> np.ndarray:
-    values = np.zeros(len(counts), np.uint8)
-    values[1::2] = 1
-    return np.repeat(values, counts).reshape(height, width)
