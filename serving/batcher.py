@@ -88,11 +88,11 @@ class Batcher:
                 raise QueueFull(f"request queue is full ({self._queue.maxsize} waiting)") from None
         return request.future
 
-    def close(self, timeout_s: float | None = None) -> None:
+    def close(self) -> None:
         """Stop accepting, run everything already queued, then stop the worker."""
         with self._lock:
             self._accepting = False
-        self._worker.join(timeout_s)
+        self._worker.join()
 
     def _run(self) -> None:
         while True:

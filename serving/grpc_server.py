@@ -30,7 +30,7 @@ from serving.proto import perception_pb2, perception_pb2_grpc
 from serving.service import Options, RequestError, Service
 
 SERVICE_NAME = perception_pb2.DESCRIPTOR.services_by_name["Perception"].full_name
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT,
          413: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE,
          504: grpc.StatusCode.DEADLINE_EXCEEDED}
 

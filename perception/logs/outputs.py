@@ -74,7 +74,7 @@ class Outputs:
         self.pending: Future | None = None
 
     @property
-    def any(self) -> bool:
+    def writes_anything(self) -> bool:
         p = self.paths
         return any(v is not None for v in (p.jsonl, p.video, p.images, p.masks, p.bev, p.mcap))
 
@@ -84,7 +84,7 @@ class Outputs:
         started = time.perf_counter()
         self.flush()
         result.timings_ms["write"] = (time.perf_counter() - started) * 1e3
-        if self.any:
+        if self.writes_anything:
             self.pending = self.thread.submit(self._write, frame, result, bev)
 
     def flush(self) -> None:
