@@ -3,7 +3,8 @@
 For GPU users without onnxruntime-gpu. `TorchModel` has the interface of
 `perception.inference.OnnxModel` (`run(batch) -> list of arrays`, `output_names`, `metadata`),
 so the runtime's preprocess -> run -> `decode_multitask` chain is the same for both paths; the
-runtime imports this module by its path only when asked, so `perception/` never imports torch.
+runtime imports this module inside a function, only for a `.pt` model, so torch is loaded only
+then.
 
 Why CUDA graphs: the network is ~100 small kernels, so at batch 1 the GPU waits on Python's
 kernel launches; replaying a captured graph issues them all at once. A graph is captured per
