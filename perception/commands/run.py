@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
                 for frame, result in perceiver.stream(frames):
                     if planner is not None:  # offline: the frame's own clock, so never stale
                         planner.step(result, now=result.timestamp)
+                    result.timings_ms["write"] = outputs.wait()  # in the JSONL, as always
                     outputs.write(frame, result, planner.bev if planner is not None else None)
                     timings.append(result.timings_ms)
                     bar.update(1)

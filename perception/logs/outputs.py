@@ -5,7 +5,7 @@ annotated images or video, bird's-eye pictures, and a Foxglove MCAP.
 under a temporary name and moved into place on close (files.py), so a failed run never leaves a
 half-written file. Writing happens on one background thread, overlapping the next frame's
 inference; `write` first waits for the previous frame, so outputs stay in order and at most one
-frame waits (that wait is the result's `write` stage).
+frame waits (`wait()` measures that wait).
 """
 
 from __future__ import annotations
@@ -78,25 +78,26 @@ class Outputs:
         p = self.paths
         return any(v is not None for v in (p.jsonl, p.video, p.images, p.masks, p.bev, p.mcap))
 
-    def write(self, frame: Frame, result: FrameResult, bev: BirdsEye | None = None) -> None:
-        """Queue one frame's outputs; `bev` is the grid its plan was made on, if any. The wait
-        for the previous frame's files is the result's `write` stage."""
+    def wait(self) -> float:
+        """Wait for the frame in flight (its error, if any, is raised here); milliseconds
+        waited, a command's `write` stage."""
         started = time.perf_counter()
-        self.flush()
-        result.timings_ms["write"] = (time.perf_counter() - started) * 1e3
-        if self.writes_anything:
-            self.pending = self.thread.submit(self._write, frame, result, bev)
-
-    def flush(self) -> None:
-        """Wait for the frame in flight; its error, if any, is raised here."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending.result()
+        return (time.perf_counter() - started) * 1e3
+
+    def write(self, frame: Frame, result: FrameResult, bev: BirdsEye | None = None) -> None:
+        """Queue one frame's outputs, once the previous frame's are written; `bev` is the
+        grid its plan was made on, if any."""
+        self.wait()
+        if self.writes_anything:
+            self.pending = self.thread.submit(self._write, frame, result, bev)
 
     def close(self) -> None:
         """Write everything still in flight and finish the video; the stack then renames
         the files into place."""
-        self.flush()
+        self.wait()
         if self.video is not None:
             self.video.finish()
 

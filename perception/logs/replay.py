@@ -97,8 +97,8 @@ def replay_log(log: Path, models: list[str], options: ReplayOptions,
                 if planner is not None:
                     planner.step(result, now=plan_time(result, timings, options.rate))
                     timings["plan"] = result.timings_ms["plan"]
+                timings["write"] = outputs.wait()
                 outputs.write(frame, result, planner.bev if planner is not None else None)
-                timings["write"] = result.timings_ms["write"]
                 report.timings.append(timings)
                 report.processed += 1
                 bar.update(1)
