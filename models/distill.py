@@ -20,9 +20,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from tqdm import tqdm
 
 from models.data import DataError, detection_arrays
 from perception.frames import Frame, open_source, read_image
-from perception.logs.files import atomic_output
+from perception.logs.files import atomic_folder, atomic_output
 from perception.pipeline import Perceiver
 from perception.results import FrameResult
 from perception.zoo.download import sha256_of
@@ -164,7 +162,7 @@ def label_frames(refs: list[FrameRef], cache: Path, batch: int = 8) -> tuple[lis
 def write_folder(refs: list[FrameRef], label_files: list[Path], out: Path, key: str,
                  max_width: int) -> None:
     """Frames (re-encoded, at most max_width wide) + labels + index.json into `out`, an empty
-    folder (the temporary one of `folder_in_place`, so its files need no atomic writes)."""
+    folder (the temporary one of `atomic_folder`, so its files need no atomic writes)."""
     (out / "images").mkdir()
     (out / "labels").mkdir()
     entries = []
@@ -197,25 +195,9 @@ def distill(drives: Path, out: Path, cache: Path, video_step: int = 4, max_width
         raise DataError(f"{out}: already exists; pass --force to replace it")
     refs = plan(drives, video_step)
     label_files, key = label_frames(refs, cache)
-    with folder_in_place(out) as temp:
+    with atomic_folder(out) as temp:
         write_folder(refs, label_files, temp, key, max_width)
     return refs
-
-
-@contextmanager
-def folder_in_place(out: Path) -> Iterator[Path]:
-    """Yield a new empty folder beside `out`; it replaces `out` (and all it held) only if the
-    block succeeds, and is removed otherwise: the folder form of `atomic_output`."""
-    temp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    try:
-        yield temp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(temp, out)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def default_cache() -> Path:

@@ -15,11 +15,12 @@ from perception.driving.camera import (
     CameraError,
     CameraModel,
     Mount,
+    camera_file_text,
     carla_camera,
     load_camera,
     read_kitti_calib,
-    save_camera,
 )
+from perception.logs.files import write_atomically
 from tests.synthetic_road import ground_homography
 
 
@@ -112,7 +113,7 @@ def test_homography_matches_projection():
 def test_yaml_round_trip(tmp_path):
     camera = make_camera(pitch=2.5, dist=(-0.2, 0.03, 0.0, 0.0, 0.0))
     path = tmp_path / "camera.yaml"
-    save_camera(camera, path, comment="test")
+    write_atomically(path, camera_file_text(camera, comment="test"))
     data = yaml.safe_load(path.read_text())
     assert list(data) == ["width", "height", "K", "dist", "mount"]
     assert list(data["mount"]) == ["x", "y", "z", "roll", "pitch", "yaw"]

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from perception.driving.calibration import CalibrationError, calibrate
-from perception.driving.camera import save_camera
+from perception.driving.camera import camera_file_text
 from perception.frames import IMAGE_SUFFIXES
+from perception.logs.files import make_folder, write_atomically
 
 
 def parse_board(text: str) -> tuple[int, int]:
@@ -58,7 +59,9 @@ def main(args: argparse.Namespace) -> int:
     cam = result.camera
     comment = (f"perception calibrate: {len(result.used)} views, RMS {result.rms:.3f} px.\n"
                "mount is a default: measure and edit it (metres, degrees; pitch > 0 looks down).")
-    save_camera(cam, args.out, comment)
+    out = Path(args.out)
+    make_folder(out.parent)
+    write_atomically(out, camera_file_text(cam, comment))
     print(f"board found in {len(result.used)} of {len(result.used) + len(result.skipped)} "
           f"images (skipped: {', '.join(p.name for p in result.skipped) or 'none'}; "
           f"resized to {cam.width}x{cam.height}: "

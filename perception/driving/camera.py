@@ -30,7 +30,6 @@ import numpy as np
 import yaml
 
 from perception.errors import PerceptionError
-from perception.logs.files import write_atomically
 
 # Columns: the optical axes (x right, y down, z forward) expressed in the vehicle frame.
 R_OPTICAL = np.array([[0.0, 0.0, 1.0],
@@ -251,13 +250,10 @@ def load_camera(path: str | Path) -> CameraModel:
     return from_dict(data, where=str(path))
 
 
-def save_camera(camera: CameraModel, path: str | Path, comment: str = "") -> None:
-    """Write the camera file (atomically, as every output), with `comment` as its header."""
-    path = Path(path)
+def camera_file_text(camera: CameraModel, comment: str = "") -> str:
+    """The camera file `load_camera` reads, with `comment` as its header."""
     text = yaml.safe_dump(camera.to_dict(), sort_keys=False, default_flow_style=None)
-    header = "".join(f"# {line}\n" for line in comment.splitlines())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, header + text)
+    return "".join(f"# {line}\n" for line in comment.splitlines()) + text
 
 
 # --- readers for datasets and the simulator ---------------------------------------------------

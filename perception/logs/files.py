@@ -1,15 +1,17 @@
 """Writing output files safely: every file appears under its final name only when complete.
 
 The one way the project writes a file (results, masks, videos, MCAP, camera files, checkpoints,
-ONNX exports, distilled data): into a temporary name beside it, renamed into place when the
-writing block succeeds, so an interrupted run never leaves a half-written file. Also the
-annotated-video writer and the JSON Lines form of a result.
+ONNX exports, distilled data; only a model download keeps a stable name, to resume it): into a
+temporary name beside it, renamed into place when the writing block succeeds, so an
+interrupted run never leaves a half-written file. Also the annotated-video writer and the JSON
+Lines form of a result.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,22 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `out`; it replaces `out` (and all it held) only if the
+    block succeeds, and is removed otherwise: the folder form of `atomic_output`."""
+    temp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    try:
+        yield temp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(temp, out)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_atomically(path: str | Path, data: bytes | str) -> None:

@@ -1,9 +1,10 @@
 """Getting a model file safely: checked against its pinned sha256, never half-installed.
 
-A download goes to `<file>.partial`, a stable name, so that after a dropped connection the next
-attempt (or the next run) asks for the rest with an HTTP Range request; only a complete file
-with the right checksum is renamed onto the final name. A copy from a mirror folder goes through
-the same check on a temporary name. A partial or wrong file is never taken for the model.
+A download goes to `<file>.partial`, a stable name (unlike the other files the project writes,
+perception/logs/files.py), so that after a dropped connection the next attempt, or the next
+run, asks for the rest with an HTTP Range request. Only a complete file with the right checksum
+is renamed onto the final name (`install`); a copy from a mirror folder goes through the same
+step. A partial or wrong file is never taken for the model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from perception.errors import PerceptionError
-from perception.logs.files import atomic_output
 
 DOWNLOAD_ATTEMPTS = 4
 
@@ -60,12 +60,7 @@ def download(url: str, dest: Path, sha256: str = "", progress: bool = True,
             raise ModelError(f"{url}: download failed after {attempts} attempts ({failure}); "
                              f"run the command again to resume") from failure
         time.sleep(min(0.2 * 2 ** attempt, 3.0))
-    if sha256 and sha256_of(partial) != sha256:
-        partial.unlink()
-        raise ModelError(f"{url}: downloaded file fails its sha256 check (expected {sha256}); "
-                         "nothing was installed")
-    os.replace(partial, dest)
-    return dest
+    return install(partial, dest, sha256, f"{url}: downloaded file")
 
 
 def _fetch(url: str, partial: Path, progress: bool, desc: str) -> None:
@@ -96,11 +91,19 @@ def _fetch(url: str, partial: Path, progress: bool, desc: str) -> None:
 
 
 def copy_verified(source: Path, dest: Path, sha256: str) -> Path:
-    """Copy a mirror file into the cache: temporary name, checksum, then rename."""
+    """Copy a mirror file into the cache: `<file>.partial`, checksum, then rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(dest) as temp:
-        shutil.copyfile(source, temp)
-        if sha256 and sha256_of(temp) != sha256:
-            raise ModelError(f"{source}: mirror file fails its sha256 check; nothing was "
-                             "installed")
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(source, partial)
+    return install(partial, dest, sha256, f"{source}: mirror file")
+
+
+def install(partial: Path, dest: Path, sha256: str, what: str) -> Path:
+    """Rename a complete `partial` onto `dest` if its sha256 is the pinned one; else delete
+    it and install nothing."""
+    if sha256 and sha256_of(partial) != sha256:
+        partial.unlink()
+        raise ModelError(f"{what} fails its sha256 check (expected {sha256}); nothing was "
+                         "installed")
+    os.replace(partial, dest)
     return dest
