@@ -62,8 +62,7 @@ class PlanObstacle(BaseModel):
 
 
 class Plan(BaseModel):
-    """The planner's answer for one frame (perception/driving/planning.py); vehicle frame,
-    metres."""
+    """The planner's answer for one frame (perception/driving/); vehicle frame, metres."""
 
     status: Literal["ok", "degraded", "safe_stop"]
     reasons: list[str] = Field(default_factory=list,
