@@ -1,8 +1,9 @@
 """The `perception` command, and the one place that wires the project's packages together.
 
-A subcommand module offers `add_arguments(parser)` and `main(args) -> int`. `command_module`
-imports only the module of the command being run, so `perception run` never loads the server,
-the simulator client or torch; its imports are written out so readers and tools can follow them.
+A subcommand module offers `add_arguments(parser)` and `main(args) -> int`. Each command's
+loader imports its module only when that command runs, so `perception run` never loads the
+server, the simulator client or torch; the imports are written out so readers and tools can
+follow them.
 """
 
 from __future__ import annotations
@@ -10,54 +11,82 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from perception.errors import PerceptionError
 
 OUR_PACKAGES = ("perception", "models", "serving", "sim_bridge")
-COMMANDS: dict[str, str] = {
-    "run": "perceive an image, a folder of images or a video",
-    "models": "list, pull and inspect models of the zoo",
-    "serve": "start the HTTP (and gRPC) service",
-    "calibrate": "calibrate a camera from chessboard photos",
-    "replay": "replay drive logs (MCAP, rosbag2, KITTI, video)",
-    "record": "record a camera, video or KITTI folder to MCAP",
-    "train": "train our multi-task network",
-    "export": "export a checkpoint to ONNX (fp32, fp16, INT8)",
-    "sim": "drive in the CARLA simulator, closed loop",
+
+
+def _run() -> ModuleType:
+    from perception.commands import run
+    return run
+
+
+def _models() -> ModuleType:
+    from perception.commands import models
+    return models
+
+
+def _serve() -> ModuleType:
+    from serving import cli
+    return cli
+
+
+def _calibrate() -> ModuleType:
+    from perception.commands import calibrate
+    return calibrate
+
+
+def _replay() -> ModuleType:
+    from perception.commands import replay
+    return replay
+
+
+def _record() -> ModuleType:
+    from perception.commands import record
+    return record
+
+
+def _train() -> ModuleType:
+    from models import train
+    return train
+
+
+def _export() -> ModuleType:
+    from models import export
+    return export
+
+
+def _sim() -> ModuleType:
+    from sim_bridge import cli
+    return cli
+
+
+COMMANDS: dict[str, tuple[str, Callable[[], ModuleType]]] = {
+    "run": ("perceive an image, a folder of images or a video", _run),
+    "models": ("list, pull and inspect models of the zoo", _models),
+    "serve": ("start the HTTP (and gRPC) service", _serve),
+    "calibrate": ("calibrate a camera from chessboard photos", _calibrate),
+    "replay": ("replay drive logs (MCAP, rosbag2, KITTI, video)", _replay),
+    "record": ("record a camera, video or KITTI folder to MCAP", _record),
+    "train": ("train our multi-task network", _train),
+    "export": ("export a checkpoint to ONNX (fp32, fp16, INT8)", _export),
+    "sim": ("drive in the CARLA simulator, closed loop", _sim),
 }
 
 
 def command_module(name: str) -> ModuleType:
     """The module of one subcommand, imported now; a missing extra is a one-line error."""
     try:
-        if name == "run":
-            from perception.commands import run as module
-        elif name == "models":
-            from perception.commands import models as module
-        elif name == "serve":
-            from serving import cli as module
-        elif name == "calibrate":
-            from perception.commands import calibrate as module
-        elif name == "replay":
-            from perception.commands import replay as module
-        elif name == "record":
-            from perception.commands import record as module
-        elif name == "train":
-            from models import train as module
-        elif name == "export":
-            from models import export as module
-        elif name == "sim":
-            from sim_bridge import cli as module
-        else:
-            raise KeyError(name)
+        return COMMANDS[name][1]()
     except ModuleNotFoundError as error:
         if (error.name or "").partition(".")[0] in OUR_PACKAGES:
             raise  # a bug of ours, not a missing extra
         raise PerceptionError(
             f"this command needs {error.name!r}, which is not installed "
             "(see the extras in README.md)") from error
-    return module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="perception", description="Camera perception for driving: detect, segment, plan, "
         "serve, replay drive logs, and drive in CARLA. `perception COMMAND -h` for each.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text in COMMANDS.items():
+    for name, (help_text, _) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if name in sys.argv[1:2]:  # the options of the command being run only
             command_module(name).add_arguments(sub)

@@ -66,10 +66,10 @@ class NewestFrame(Generic[T]):
         with self._changed:
             return self._item is not None
 
-    def take(self, timeout_s: float | None = None) -> Taken[T] | None:
-        """The newest item, waiting for one; None once the stream has ended (or on timeout)."""
+    def take(self) -> Taken[T] | None:
+        """The newest item, waiting for one; None once the stream has ended."""
         with self._changed:
-            self._changed.wait_for(lambda: self._item is not None or self._ended, timeout_s)
+            self._changed.wait_for(lambda: self._item is not None or self._ended)
             return self._take()
 
     async def take_async(self) -> Taken[T] | None:
