@@ -4,7 +4,7 @@
 
 Perception (yolox-nano + twinlitenet, `Perceiver.stream`) runs once on solidWhiteRight.mp4,
 the 13 BDD100K and the 3 KITTI frames; then, on the same results, in the same run:
-- ours: `plan_frame` with the stated cameras (perception/cameras/, KITTI calib files);
+- ours: the `Planner` with the stated cameras (perception/cameras/, KITTI calib files);
 - baseline "straight": a straight path ahead, from the first seen road to 40 m, stopping at
   nothing (what a lane keeper without perception-based planning would drive);
 - baseline "no memory": our planner with the consistency-with-the-previous-plan weight at 0.
@@ -32,7 +32,7 @@ os.environ.setdefault("PERCEPTION_MODELS_MIRROR", str(ASSETS / "models"))
 
 from perception.driving.bev import OBSTACLE_LENGTH_M, birdseye, is_ego_hood  # noqa: E402
 from perception.driving.camera import CameraModel, load_camera, read_kitti_calib  # noqa: E402
-from perception.driving.planning import PlannerConfig, PlannerState, plan_frame  # noqa: E402
+from perception.driving.planning import Planner, PlannerConfig  # noqa: E402
 from perception.frames import open_source  # noqa: E402
 from perception.pipeline import Perceiver  # noqa: E402
 from perception.results import FrameResult  # noqa: E402
@@ -89,16 +89,17 @@ def straight_path(camera: CameraModel) -> list[tuple[float, float]]:
 def run_sequence(results, cameras, config: PlannerConfig | None, carry_state: bool) -> dict:
     """Plan every result (None config: the straight baseline); sum the figures."""
     totals = {"inside": 0, "seen": 0, "through": 0, "ok": 0, "frames": 0}
-    offsets, times, state = [], [], PlannerState()
+    offsets, times, planner = [], [], None
     for result, camera in zip(results, cameras, strict=True):
         if config is None:
             waypoints, status = straight_path(camera), "ok"
         else:
+            if planner is None or not carry_state or planner.camera is not camera:
+                planner = Planner(camera, config)
             t0 = time.perf_counter()
-            out = plan_frame(result, camera, state if carry_state else PlannerState(),
-                             now=result.timestamp, config=config)
+            plan = planner.step(result, now=result.timestamp)
             times.append((time.perf_counter() - t0) * 1e3)
-            state, waypoints, status = out.state, out.plan.waypoints, out.plan.status
+            waypoints, status = plan.waypoints, plan.status
         inside, seen = on_drivable(result, camera, waypoints)
         totals["inside"] += inside
         totals["seen"] += seen

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from perception.commands.options import add_models_argument
 from perception.errors import PerceptionError
-from perception.zoo.registry import default_models, model_names
+from perception.zoo.registry import model_names
 from serving.service import ServeConfig, Service
 
 
@@ -20,9 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, default=8000, help="HTTP port (default 8000)")
     add("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
-    add("--models", default=",".join(default_models()),
-        help="comma list of models: zoo names, spec .yaml or .onnx files "
-             f"(default {','.join(default_models())}, our embedded network)")
+    add_models_argument(parser)
     add("--camera", action="append", default=[], metavar="NAME=camera.yaml",
         help="a camera for plan/bev outputs; repeatable, the first is the default")
     add("--max-batch", type=int, default=8, help="most frames per batch (1 = no batching)")

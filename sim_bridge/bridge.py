@@ -204,7 +204,8 @@ def step(rig: Rig, perceive: Perceive, plan_step: PlanStep, config: SimConfig,
     rig.ego.apply_control(carla.VehicleControl(throttle=control.throttle, steer=control.steer,
                                                brake=control.brake))
     control_ms = (time.perf_counter() - start) * 1e3
-    if result is not None:
+    if result is not None:  # a plan step need not be a Planner: the recording gets it here
+        result.plan = plan
         result.timings_ms["control"] = control_ms
     location = rig.ego.get_location()
     on_road = rig.map.get_waypoint(location, project_to_road=False) is not None

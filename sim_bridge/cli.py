@@ -14,8 +14,9 @@ from pathlib import Path
 
 import carla
 
+from perception.commands.options import add_models_argument
 from perception.errors import PerceptionError
-from perception.zoo.registry import default_models, model_names
+from perception.zoo.registry import model_names
 from sim_bridge.bridge import Perceive, PlanStep, Rig, SimConfig, run
 from sim_bridge.driving import car_geometry, car_planner, planning_perceiver
 from sim_bridge.ground_truth import GroundTruthPerceiver
@@ -52,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure route completion along the lane for this many metres")
     parser.add_argument("--perception", choices=["models", "ground-truth"], default="models",
                         help="our models on the camera image (default), or CARLA's labels")
-    parser.add_argument("--models", default=",".join(default_models()),
-                        help="models for --perception models (comma list; default "
-                             f"{','.join(default_models())})")
+    add_models_argument(parser)  # for --perception models
     parser.add_argument("--fake", choices=sorted(FAKE_SCENARIOS),
                         help="no server: drive in the in-process fake CARLA on this road")
 
