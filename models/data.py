@@ -22,6 +22,7 @@ Formats:
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,28 @@ class Sample:
     lanes: np.ndarray | None
 
 
+def load_arrays(path: Path, *keys: str) -> list[np.ndarray]:
+    """Arrays of an .npz label file, by key. Plain numbers only: an object array would need
+    pickle, which runs code from the file, so it is refused like any unreadable file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            missing = [key for key in keys if key not in data.files]
+            if missing:
+                raise DataError(f"{path}: has no array {', '.join(missing)}")
+            return [data[key] for key in keys]
+    except ValueError as error:  # object arrays, pickled data, not NumPy at all
+        raise DataError(f"{path}: not a label file of plain arrays ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: cannot be read as an .npz file ({error})") from None
+
+
 def read_mask(mask: Mask, size: tuple[int, int]) -> np.ndarray:
     """The 0/1 uint8 mask at `size` (width, height), by the mask's rule."""
     if mask.rule.startswith("npz:"):
-        with np.load(mask.path) as data:
-            pixels = data[mask.rule[4:]]
+        (pixels,) = load_arrays(mask.path, mask.rule[4:])
     else:
         pixels = cv2.imread(str(mask.path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
@@ -314,9 +332,9 @@ def read_distilled(folder: Path, split: str | None = None) -> list[Record]:
         labels = folder / frame["labels"]
         if not labels.is_file():
             raise DataError(f"{labels}: missing (listed in {index_path})")
-        with np.load(labels) as data:
-            boxes, classes = data["boxes"], data["classes"].astype(np.int64)
-        records.append(Record(folder / frame["image"], frame["source"], boxes, classes,
+        boxes, classes = load_arrays(labels, "boxes", "classes")
+        records.append(Record(folder / frame["image"], frame["source"], boxes,
+                              classes.astype(np.int64),
                               Mask(labels, "npz:drivable"), Mask(labels, "npz:lanes")))
     if not records:
         raise DataError(f"{index_path}: no frame in split {split!r}")

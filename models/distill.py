@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models.data import DataError, detection_arrays
+from models.data import DataError, detection_arrays, load_arrays
 from perception.frames import Frame, open_source, read_image
 from perception.logs.files import atomic_folder, atomic_output
 from perception.pipeline import Perceiver
@@ -123,6 +123,9 @@ def read_frames(refs: list[FrameRef]) -> list[np.ndarray]:
     return images
 
 
+LABEL_KEYS = ("boxes", "classes", "scores", "drivable", "lanes")  # of `pseudo_labels`
+
+
 def pseudo_labels(result: FrameResult, width: int, height: int) -> dict[str, np.ndarray]:
     """A teacher `FrameResult` -> boxes normalised to [0, 1], our class ids, scores, masks."""
     boxes, classes, scores = detection_arrays(result.detections)
@@ -173,8 +176,7 @@ def write_folder(refs: list[FrameRef], label_files: list[Path], out: Path, key: 
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         image_name = f"images/{ref.name}.jpg"
         cv2.imwrite(str(out / image_name), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        with np.load(label_path) as data:
-            labels = dict(data)
+        labels = dict(zip(LABEL_KEYS, load_arrays(label_path, *LABEL_KEYS), strict=True))
         labels["boxes"] = labels["boxes"] * np.array([width, height, width, height], np.float32)
         np.savez_compressed(out / f"labels/{ref.name}.npz", **labels)
         entries.append({"image": image_name, "labels": f"labels/{ref.name}.npz",

@@ -80,12 +80,12 @@ def agreement(students: list[Student], folder: Path, frames: list[dict]
                               for f in chunk])
         for entry, image in zip(chunk, images, strict=True):
             height, width = image.shape[:2]
-            with np.load(folder / entry["labels"]) as labels:
-                stored = cv2.imread(str(folder / entry["image"]), cv2.IMREAD_GRAYSCALE)
-                scale = width / stored.shape[1]
-                true_boxes = labels["boxes"] * np.float32(scale)
-                true_classes = labels["classes"].astype(np.int64)
-                drivable, lanes = labels["drivable"], labels["lanes"]
+            boxes, classes, drivable, lanes = readers.load_arrays(
+                folder / entry["labels"], "boxes", "classes", "drivable", "lanes")
+            stored = cv2.imread(str(folder / entry["image"]), cv2.IMREAD_GRAYSCALE)
+            scale = width / stored.shape[1]
+            true_boxes = boxes * np.float32(scale)
+            true_classes = classes.astype(np.int64)
             mask_size = drivable.shape[::-1]
             for student in students:
                 boxes, box_scores, classes, drivable_p, lanes_p = student(image)

@@ -32,7 +32,7 @@ from models.net import Deployed, MultiTaskNet
 from models.spec import metadata_props, model_spec
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
-from perception.logs.files import atomic_output
+from perception.logs.files import atomic_output, make_folder, writable
 from perception.modelspec import ModelSpec
 from perception.preprocess import preprocess
 
@@ -163,13 +163,13 @@ def main(args: argparse.Namespace) -> int:
     if args.torch and args.out.with_suffix(".pt").resolve() == args.checkpoint.resolve():
         raise PerceptionError(f"--torch would write {args.out.with_suffix('.pt')} over the "
                               "checkpoint it reads; choose another --out")
+    writable(make_folder(args.out.parent) / args.out.name)  # before any work: exit 2, not 1
     state = load_checkpoint(args.checkpoint)
     if args.weights not in state:
         raise PerceptionError(f"{args.checkpoint}: holds no {args.weights!r} weights; nothing "
                               "was exported")
     net = build_net(state, args.weights)
     frames = calibration_files(args.calibration, args.calibration_frames) if args.int8 else []
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     spec = model_spec(net, args.out.name, args.licence)
     export_onnx(net, args.out, spec)
     print(f"{args.out}: fp32, max |torch - onnxruntime| = {parity(net, args.out):.2e}")

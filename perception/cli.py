@@ -4,12 +4,18 @@ A subcommand module offers `add_arguments(parser)` and `main(args) -> int`. Each
 loader imports its module only when that command runs, so `perception run` never loads the
 server, the simulator client or torch; the imports are written out so readers and tools can
 follow them.
+
+`run`, `replay` and `record` take SIGTERM as they take Ctrl-C: they stop, keep what was written
+and exit 130. Before any command imports OpenCV, its own refusal of huge images
+(OPENCV_IO_MAX_IMAGE_PIXELS, read once at import) is lowered to `OPENCV_PIXEL_BACKSTOP`: a
+backstop behind the header check of perception/frames.py (`--max-pixels`, 8K by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -17,6 +23,8 @@ from types import ModuleType
 from perception.errors import PerceptionError
 
 OUR_PACKAGES = ("perception", "models", "serving", "sim_bridge")
+OPENCV_PIXEL_BACKSTOP = 1 << 28  # 16384 x 16384; OpenCV's own default is 1 << 30
+STOPPED_BY_SIGTERM = {"run", "replay", "record"}  # serve handles its own signals
 
 
 def _run() -> ModuleType:
@@ -68,7 +76,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "run": ("perceive an image, a folder of images or a video", _run),
     "models": ("list, pull and inspect models of the zoo", _models),
     "serve": ("start the HTTP (and gRPC) service", _serve),
-    "calibrate": ("calibrate a camera from chessboard photos", _calibrate),
+    "calibrate": ("calibrate a camera from chessboard photos, or its mount from a drive video",
+                  _calibrate),
     "replay": ("replay drive logs (MCAP, rosbag2, KITTI, video)", _replay),
     "record": ("record a camera, video or KITTI folder to MCAP", _record),
     "train": ("train our multi-task network", _train),
@@ -101,11 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         sys.argv[1:] = argv
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_PIXEL_BACKSTOP))
+    on_sigterm = None
     try:
         args = build_parser().parse_args()
+        if args.command in STOPPED_BY_SIGTERM:
+            on_sigterm = signal.signal(signal.SIGTERM, _interrupt)
         return int(command_module(args.command).main(args) or 0)
     except PerceptionError as error:
         print(f"perception: error: {error}", file=sys.stderr)
@@ -119,3 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"perception: internal error: {type(error).__name__}: {error} "
               "(set PERCEPTION_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)

@@ -14,8 +14,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from perception.cli import main as cli
-from perception.frames import SourceError
-from perception.logs.base import CorruptRecordError
+from perception.frames import CorruptRecordError, SourceError
 from perception.logs.sources import count_log_frames, open_log
 
 VIDEO_FRAMES = 221  # solidWhiteRight.mp4: 25 fps, 8.84 s
@@ -369,3 +368,26 @@ def test_json_encoded_foxglove_images_are_refused_plainly(tmp_path):
     with pytest.raises(SourceError, match="json-encoded foxglove.CompressedImage messages; only "
                                           "protobuf"):
         list(open_log(path))
+
+
+def test_raw_image_above_the_pixel_limit_is_skipped_with_a_warning(tmp_path, capsys):
+    """A foxglove.RawImage whose width and height claim 8K+ is skipped before its bytes are
+    looked at; the warning names the topic, the message, its log time and byte offset."""
+    from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
+    from mcap_protobuf.writer import Writer as ProtobufWriter
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    path = tmp_path / "raw.mcap"
+    with open(path, "wb") as file:
+        writer = ProtobufWriter(file)
+        for i, (width, height) in enumerate([(64, 48), (100_000, 100_000), (64, 48)]):
+            writer.write_message("/raw", RawImage(width=width, height=height, encoding="bgr8",
+                                                  step=width * 3, data=image.tobytes()),
+                                 log_time=T0 + i * 50_000_000, publish_time=T0)
+        writer.finish()
+    frames = list(open_log(path))
+    assert [f.index for f in frames] == [0, 2]
+    warning = capsys.readouterr().err
+    assert "skipped" in warning and "/raw message 1 at log time 1700000000.050000 s" in warning
+    assert "bgr8 image is 100000x100000 pixels; the limit is 33177600" in warning
+    assert len(list(open_log(path, max_pixels=64 * 48))) == 2

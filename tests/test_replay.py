@@ -17,7 +17,7 @@ import pytest
 from mcap.reader import make_reader
 
 from perception.cli import main as cli
-from perception.logs.base import CorruptRecordError
+from perception.frames import CorruptRecordError
 from perception.logs.sources import open_log
 from perception.results import FrameResult
 
@@ -317,7 +317,7 @@ def test_folder_with_an_image_that_does_not_decode_exits_3_with_the_frames_befor
     (folder / "03.jpg").write_bytes(b"not a jpeg")
     jsonl = tmp_path / "out.jsonl"
     assert cli(["replay", str(folder), "--models", "yolox-nano", "--json", str(jsonl)]) == 3
-    assert "03.jpg could not be decoded" in capsys.readouterr().err
+    assert "03.jpg is not a JPEG, PNG, BMP, WebP or TIFF image" in capsys.readouterr().err
     assert len(jsonl.read_text().splitlines()) == 3
 
 

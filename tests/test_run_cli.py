@@ -15,6 +15,8 @@ import yaml
 from perception.cli import main
 from perception.zoo.registry import get_spec
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def run(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(sys, "argv", ["perception"])
@@ -149,7 +151,7 @@ def test_failure_midway_leaves_no_partial_file(two_images: Path, tmp_path: Path,
     code = run([str(two_images), "--models", "fastestdet", "--json", str(out / "r.jsonl"),
                 "--out", str(out / "video.mp4")], monkeypatch)
     assert code == 2
-    assert "c.jpg could not be decoded" in capsys.readouterr().err
+    assert "c.jpg: JPEG header is truncated" in capsys.readouterr().err
     assert files_under(out) == []  # neither the JSONL nor the video, nor a temp file
 
 
@@ -183,7 +185,7 @@ def test_interrupt_keeps_complete_outputs(drives: Path, tmp_path: Path,
 
     still = drives / "udacity_lanelines_p1" / "solidWhiteRight.jpg"
 
-    def camera_then_ctrl_c(spec: str):
+    def camera_then_ctrl_c(spec: str, max_pixels: int):
         from perception.frames import Frame
 
         image = cv2.imread(str(still))
@@ -199,3 +201,31 @@ def test_interrupt_keeps_complete_outputs(drives: Path, tmp_path: Path,
     assert code == 130
     assert "interrupted after 2 frames" in capsys.readouterr().err
     assert [json.loads(line)["frame_index"] for line in (out / "r.jsonl").open()] == [0, 1]
+
+
+def test_stills_never_share_planner_state(drives: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder is a set of unrelated stills: the plan of its second image is the plan of that
+    image run alone. With --sequence the folder is one drive, and the state carried from the
+    first image changes the second plan."""
+    frames = drives / "udacity_lanelines_p1"
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    shutil.copy(frames / "solidWhiteRight.jpg", folder / "a.jpg")
+    shutil.copy(frames / "solidYellowLeft.jpg", folder / "b.jpg")
+    camera = ["--plan", "--camera", str(REPO / "perception" / "cameras" / "udacity_960x540.yaml")]
+
+    def plans(source: Path, *extra: str) -> list[dict]:
+        out = tmp_path / f"{source.name}{len(extra)}.jsonl"
+        assert run([str(source), *camera, "--json", str(out), *extra], monkeypatch) == 0
+        return [json.loads(line)["plan"] for line in out.read_text().splitlines()]
+
+    alone = plans(folder / "b.jpg")
+    assert plans(folder)[1] == alone[0]
+    assert plans(folder, "--sequence")[1] != alone[0]
+
+
+def test_sequence_is_for_a_folder(video_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    assert run([str(video_path), "--sequence"], monkeypatch) == 2
+    assert "--sequence is for a folder of images" in capsys.readouterr().err

@@ -5,7 +5,10 @@ The log holds `foxglove.CompressedImage` on /camera/image and `foxglove.CameraCa
 nominal pinhole), so it opens in Foxglove and replays with `perception replay LOG.mcap`.
 
 Exit codes: 0 recorded; 2 nothing to record (no file written); 3 the source broke part-way (an
-image of a KITTI folder that does not decode): the frames before it are in the log.
+image of a KITTI folder that does not decode, a video cut short): the frames before it are in
+the log; a camera records until Ctrl-C or SIGTERM (exit 0). A video or camera whose frames are
+above `--max-pixels` (8K by default) is refused (2); such an image of a KITTI folder is skipped
+with a warning.
 """
 
 from __future__ import annotations
@@ -18,8 +21,15 @@ from tqdm import tqdm
 
 from perception.driving.camera import load_camera
 from perception.errors import PerceptionError
-from perception.frames import SourceError, camera_frames, video_frames
-from perception.logs.base import EXIT_PARTIAL, CorruptRecordError
+from perception.frames import (
+    DEFAULT_MAX_PIXELS,
+    CorruptRecordError,
+    SourceError,
+    camera_frames,
+    pixel_limit,
+    video_frames,
+)
+from perception.logs.base import EXIT_PARTIAL
 from perception.logs.files import writable
 from perception.logs.foxglove_writer import foxglove_mcap
 from perception.logs.kitti_source import kitti_frames
@@ -38,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="S",
                         help="stop after S seconds of log time (default: the whole source; "
                              "a camera records until Ctrl-C)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse frames with more pixels, before decoding them (default "
+                             f"{DEFAULT_MAX_PIXELS}, 8K)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -45,12 +58,13 @@ def main(args: argparse.Namespace) -> int:
         raise PerceptionError(f"--duration must be positive, got {args.duration}")
     if args.out.suffix != ".mcap":  # replay tells a log's kind by its name
         raise PerceptionError(f"--out {args.out}: an MCAP log's name ends in .mcap")
+    max_pixels = pixel_limit(args.max_pixels)
     if args.camera is not None:
-        frames = camera_frames(args.camera)
+        frames = camera_frames(args.camera, max_pixels)
     elif args.video is not None:
-        frames = video_frames(args.video)
+        frames = video_frames(args.video, max_pixels)
     else:
-        frames = kitti_frames(args.kitti)
+        frames = kitti_frames(args.kitti, max_pixels=max_pixels)
     camera = load_camera(args.calibration) if args.calibration is not None else None
     written = 0
     broken: CorruptRecordError | None = None

@@ -16,20 +16,26 @@ arrived is a deadline miss.
 The log is opened and its first frame read before the models load, so a wrong path, topic
 or time range fails at once.
 
+An image above `--max-pixels` (8K by default) is skipped with a warning that says where (topic,
+log time, byte offset), never decoded.
+
 Exit codes: 0 done; 2 the log is unusable (nothing written); 3 the log broke part-way (a
-truncated or corrupt record, an image that does not decode): the frames before it were
-processed and the outputs hold them; 130 interrupted with Ctrl-C (outputs kept, 0 with --loop).
+truncated or corrupt record, an image that does not decode, a video cut short): the frames
+before it were processed and the outputs hold them; 130 interrupted with Ctrl-C or SIGTERM
+(outputs kept, the same frames in each; 0 with --loop).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from perception.commands.options import add_models_argument, add_plan_arguments, planning_camera
 from perception.commands.summary import summary_table
 from perception.errors import PerceptionError
+from perception.frames import DEFAULT_MAX_PIXELS, pixel_limit
 from perception.logs import fleet
 from perception.logs.files import make_folder, writable
 from perception.logs.outputs import OutputPaths
@@ -56,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one FrameResult JSON per line, as `perception run --json`")
     parser.add_argument("--video", type=Path, metavar="OUT.mp4",
                         help="video of the processed frames with results drawn (mp4v)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="skip images with more pixels, before decoding them (default "
+                             f"{DEFAULT_MAX_PIXELS}, 8K)")
     add_models_argument(parser)
     add_plan_arguments(parser)
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -117,15 +126,16 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
             raise PerceptionError(f"--{name} must be >= 0 seconds from the log start")
     return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
                          loop=args.loop, camera=planning_camera(args),
-                         outputs=OutputPaths(mcap=args.out, jsonl=args.json, video=args.video))
+                         outputs=OutputPaths(mcap=args.out, jsonl=args.json, video=args.video),
+                         max_pixels=pixel_limit(args.max_pixels))
 
 
 def check_outputs(logs: list[Path], outputs: list[Path]) -> None:
     """Each output a writable file of its own, none of them a log being replayed (which the
     final rename would overwrite)."""
-    paths = [writable(path).resolve() for path in outputs]
+    paths = [Path(os.path.realpath(writable(path))) for path in outputs]
     if len(set(paths)) != len(paths):
         raise PerceptionError(f"two outputs share a file name: {', '.join(map(str, paths))}")
     for log in logs:
-        if log.resolve() in paths:
+        if Path(os.path.realpath(log)) in paths:  # realpath: a symlink loop is no error here
             raise PerceptionError(f"{log}: an output would overwrite this log")

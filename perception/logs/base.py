@@ -10,10 +10,6 @@ from perception.logs.messages import IMAGE_TYPES
 EXIT_PARTIAL = 3  # the exit code of a command whose log broke part-way (its frames before stand)
 
 
-class CorruptRecordError(SourceError):
-    """A log broke part-way: the frames before the bad record were read, nothing after."""
-
-
 def choose_topic(log: Path, images: dict[str, str], others: dict[str, str],
                  topic: str | None) -> str:
     """The image topic to read: the one asked for, or the only one; else say which exist.

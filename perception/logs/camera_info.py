@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from perception.driving.camera import projection_intrinsics
+
 
 @dataclass
 class CameraInfo:
@@ -20,9 +22,12 @@ class CameraInfo:
 
     @classmethod
     def from_projection(cls, P: list[float], width: int, height: int) -> CameraInfo:
-        """From a 3x4 projection matrix of a rectified image (KITTI's P2): K is its left 3x3."""
-        K = [P[0], P[1], P[2], P[4], P[5], P[6], P[8], P[9], P[10]]
-        return cls(width, height, K=K, P=list(P), D=[0.0] * 5)
+        """From a 3x4 projection matrix of a rectified image (KITTI's P2): K is its left 3x3,
+        checked as a camera file's is (CameraError: not finite, focal length <= 0, principal
+        point outside the image)."""
+        K = projection_intrinsics(P, width, height)
+        return cls(width, height, K=[float(v) for v in K.ravel()], P=[float(v) for v in P],
+                   D=[0.0] * 5)
 
     @classmethod
     def nominal(cls, width: int, height: int) -> CameraInfo:

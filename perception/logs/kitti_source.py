@@ -8,6 +8,7 @@ Two layouts:
 - object benchmark: `training/image_2/*.png` with a `calib/<same stem>.txt` per image (P2).
   The frames are unrelated snapshots without timestamps: frame i gets time i / 10 s (KITTI's
   10 Hz), so `--rate` plays them at 10 frames/s.
+An image above the pixel limit is skipped with a warning naming its camera folder and time.
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from perception.frames import Frame, SourceError, read_image
-from perception.logs.base import CorruptRecordError, choose_topic
+from perception.driving.camera import CameraError
+from perception.frames import (
+    DEFAULT_MAX_PIXELS,
+    CorruptRecordError,
+    Frame,
+    PixelLimitError,
+    SourceError,
+    read_image,
+    warn_skipped,
+)
+from perception.logs.base import choose_topic
 from perception.logs.camera_info import CameraInfo
 
 RAW_CAMERAS = ("image_00", "image_01", "image_02", "image_03")
@@ -38,7 +48,8 @@ def kitti_topic_counts(path: Path) -> dict[str, int]:
 
 
 def kitti_frames(path: Path, topic: str | None = None, start: float | None = None,
-                 end: float | None = None) -> Iterator[Frame]:
+                 end: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> Iterator[Frame]:
     path = Path(path)
     if not path.is_dir():
         raise SourceError(f"{path}: not a folder (expected a KITTI raw drive or object folder)")
@@ -46,17 +57,18 @@ def kitti_frames(path: Path, topic: str | None = None, start: float | None = Non
         if topic not in (None, "image_2"):
             raise SourceError(f"{path}: a KITTI object folder has one camera, image_2 "
                               f"(asked for {topic})")
-        return _object_frames(path, start, end)
+        return _object_frames(path, start, end, max_pixels)
     cameras = {c: "KITTI camera" for c in RAW_CAMERAS if (path / c / "data").is_dir()}
     if not cameras:
         raise SourceError(f"{path}: not a KITTI folder (no image_2/ and no image_0X/data/)")
     if topic is None and "image_02" in cameras:
         topic = "image_02"
     camera = choose_topic(path, cameras, {}, topic)
-    return _raw_frames(path, camera, start, end)
+    return _raw_frames(path, camera, start, end, max_pixels)
 
 
-def _object_frames(path: Path, start: float | None, end: float | None) -> Iterator[Frame]:
+def _object_frames(path: Path, start: float | None, end: float | None, max_pixels: int
+                   ) -> Iterator[Frame]:
     images = sorted((path / "image_2").glob("*.png"))
     if not images:
         raise SourceError(f"{path / 'image_2'}: no .png images")
@@ -64,11 +76,14 @@ def _object_frames(path: Path, start: float | None, end: float | None) -> Iterat
         timestamp = index / OBJECT_HZ
         if (start is not None and timestamp < start) or (end is not None and timestamp >= end):
             continue
+        where = f"image_2 frame {index} ({image_path.name})"
         try:
-            image = read_image(image_path)
+            image = read_image(image_path, max_pixels)
+        except PixelLimitError as error:
+            warn_skipped(f"{where}: {error}")
+            continue
         except SourceError as error:
-            raise CorruptRecordError(f"image_2 frame {index} ({image_path.name}): {error}") \
-                from None
+            raise CorruptRecordError(f"{where}: {error}") from None
         meta = {"topic": "image_2", "log_time_ns": int(timestamp * 1e9), "frame_id": "image_2"}
         calib = path / "calib" / f"{image_path.stem}.txt"
         if calib.is_file():
@@ -76,13 +91,17 @@ def _object_frames(path: Path, start: float | None, end: float | None) -> Iterat
             if P2 is None or len(P2) != 12:
                 raise CorruptRecordError(f"image_2 frame {index}: {calib}: needs a P2 line of "
                                          "12 numbers")
-            meta["camera_info"] = CameraInfo.from_projection(P2, image.shape[1], image.shape[0])
+            try:
+                meta["camera_info"] = CameraInfo.from_projection(P2, image.shape[1],
+                                                                 image.shape[0])
+            except CameraError as error:
+                raise CorruptRecordError(f"image_2 frame {index}: {calib}: P2: {error}") from None
         yield Frame(image, timestamp=timestamp, index=index, source=str(image_path),
                     name=image_path.stem, meta=meta)
 
 
-def _raw_frames(path: Path, camera: str, start: float | None,
-                end: float | None) -> Iterator[Frame]:
+def _raw_frames(path: Path, camera: str, start: float | None, end: float | None,
+                max_pixels: int) -> Iterator[Frame]:
     images = sorted((path / camera / "data").glob("*.png"))
     if not images:
         raise SourceError(f"{path / camera / 'data'}: no .png images")
@@ -104,11 +123,14 @@ def _raw_frames(path: Path, camera: str, start: float | None,
         since = stamps[index] - first
         if (start is not None and since < start) or (end is not None and since >= end):
             continue
+        where = f"{camera} frame {index} at log time {stamps[index]:.6f} s"
         try:
-            image = read_image(image_path)
+            image = read_image(image_path, max_pixels)
+        except PixelLimitError as error:
+            warn_skipped(f"{where}: {error}")
+            continue
         except SourceError as error:
-            raise CorruptRecordError(f"{camera} frame {index} at log time {stamps[index]:.6f} s: "
-                                     f"{error}") from None
+            raise CorruptRecordError(f"{where}: {error}") from None
         meta = {"topic": camera, "log_time_ns": int(round(stamps[index] * 1e9)),
                 "frame_id": camera}
         if info is not None:
@@ -130,7 +152,10 @@ def _raw_camera_info(drive: Path, camera: str) -> CameraInfo | None:
     if P is None or len(P) != 12 or size is None or len(size) != 2:
         raise SourceError(f"{calib}: needs P_rect_{number} (12 numbers) and S_rect_{number} "
                           f"(2 numbers) for {camera}")
-    return CameraInfo.from_projection(P, int(size[0]), int(size[1]))
+    try:
+        return CameraInfo.from_projection(P, int(size[0]), int(size[1]))
+    except CameraError as error:
+        raise SourceError(f"{calib}: P_rect_{number}: {error}") from None
 
 
 def read_calibration(path: Path) -> dict[str, list[float]]:

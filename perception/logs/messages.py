@@ -17,7 +17,7 @@ from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 
-from perception.frames import decode_image
+from perception.frames import DEFAULT_MAX_PIXELS, check_pixels, decode_image
 from perception.logs.camera_info import CameraInfo
 
 IMAGE_TYPES = {"foxglove.CompressedImage", "foxglove.RawImage",
@@ -45,21 +45,27 @@ def deserialize(kind: str, data: bytes) -> Any:
     return ros_typestore().deserialize_cdr(data, kind)
 
 
-def image_of(kind: str, message: Any) -> DecodedImage:
-    """Raises ValueError/SourceError with a readable message if the image does not decode."""
+def image_of(kind: str, message: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Raises ValueError/SourceError with a readable message if the image does not decode, and
+    PixelLimitError, before decoding, if it has more than `max_pixels` pixels."""
     if kind == "foxglove.CompressedImage":
-        return DecodedImage(decode_image(message.data, f"{message.format or 'compressed'} image"),
+        return DecodedImage(decode_image(message.data, f"{message.format or 'compressed'} image",
+                                         max_pixels),
                             _stamp_ns(message.timestamp), message.frame_id,
                             _compressed(message.data))
     if kind == "foxglove.RawImage":
+        check_pixels(message.width, message.height, max_pixels, f"{message.encoding} image")
         return DecodedImage(raw_to_bgr(message.data, message.width, message.height,
                                        message.encoding, message.step),
                             _stamp_ns(message.timestamp), message.frame_id, None)
     stamp, frame_id = _stamp_ns(message.header.stamp), message.header.frame_id
     if kind == "sensor_msgs/msg/CompressedImage":
         data = bytes(message.data)
-        return DecodedImage(decode_image(data, f"{message.format or 'compressed'} image"),
+        return DecodedImage(decode_image(data, f"{message.format or 'compressed'} image",
+                                         max_pixels),
                             stamp, frame_id, _compressed(data))
+    check_pixels(int(message.width), int(message.height), max_pixels,
+                 f"{message.encoding} image")
     return DecodedImage(raw_to_bgr(bytes(message.data), message.width, message.height,
                                    message.encoding, message.step, bool(message.is_bigendian)),
                         stamp, frame_id, None)

@@ -5,13 +5,16 @@ annotated images or video, bird's-eye pictures, and a Foxglove MCAP.
 under a temporary name and moved into place on close (files.py), so a failed run never leaves a
 half-written file. Writing happens on one background thread, overlapping the next frame's
 inference; `write` first waits for the previous frame, so outputs stay in order and at most one
-frame waits (`wait()` measures that wait).
+frame waits (`wait()` measures that wait). A Ctrl-C (or SIGTERM) while waiting leaves that frame
+in flight, and `close` still waits for it: every output of an interrupted run holds the same
+frames. A folder that cannot be written (full, read-only) is an `OutputError`.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from perception.driving.bev import BirdsEye
 from perception.driving.camera import CameraModel
 from perception.frames import Frame
 from perception.logs.files import (
+    OutputError,
     VideoOutput,
     atomic_output,
     jsonl_line,
@@ -83,8 +87,12 @@ class Outputs:
         waited, a command's `write` stage."""
         started = time.perf_counter()
         if self.pending is not None:
+            wait_for([self.pending])  # interrupted here, the frame stays pending for close()
             pending, self.pending = self.pending, None
-            pending.result()
+            try:
+                pending.result()
+            except OSError as error:
+                raise OutputError(f"cannot write the outputs: {error}") from None
         return (time.perf_counter() - started) * 1e3
 
     def write(self, frame: Frame, result: FrameResult, bev: BirdsEye | None = None) -> None:
@@ -106,7 +114,8 @@ class Outputs:
         if self.mcap is not None:
             self.mcap.write(frame, result)
         if paths.bev is not None and bev is not None:
-            write_image(paths.bev / f"{frame.name}_bev.png", render_bev(bev, result.plan))
+            picture = render_bev(bev, result.plan, lane_boundaries=result.lane_boundaries)
+            write_image(paths.bev / f"{frame.name}_bev.png", picture)
         if paths.masks is not None:
             for which in ("drivable", "lanes"):
                 mask = result.mask_at_frame_size(which)

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from perception.driving.camera import CameraModel
 from perception.driving.planning import Planner
-from perception.frames import Frame, SourceError
-from perception.logs.base import EXIT_PARTIAL, CorruptRecordError
+from perception.frames import DEFAULT_MAX_PIXELS, CorruptRecordError, Frame, SourceError
+from perception.logs.base import EXIT_PARTIAL
 from perception.logs.outputs import OutputPaths, Outputs
 from perception.logs.pacer import Pacer
 from perception.logs.sources import count_log_frames, open_log
@@ -41,6 +41,7 @@ class ReplayOptions:
     outputs: OutputPaths = OutputPaths()
     camera: CameraModel | None = None  # plan every frame with this camera
     progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, never decoded
 
 
 @dataclass
@@ -85,17 +86,20 @@ def replay_log(log: Path, models: list[str], options: ReplayOptions,
         planner = Planner.for_models(options.camera, perceiver.specs) \
             if options.camera is not None else None
         outputs = Outputs(stack, options.outputs, options.camera)
-        whole_log = options.start is None and options.end is None and not options.loop
-        total = count_log_frames(log, options.topic) if whole_log and options.progress else None
-        # disable=None: a bar only on a terminal
-        bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
-                                       disable=None if options.progress else True))
         started = time.perf_counter()
-        pacer = Pacer(source, options.rate) if options.rate is not None else None
-        try:
+        pacer = None
+        try:  # from here on, a Ctrl-C or SIGTERM keeps the outputs
+            whole_log = options.start is None and options.end is None and not options.loop
+            total = count_log_frames(log, options.topic) \
+                if whole_log and options.progress else None
+            # disable=None: a bar only on a terminal
+            bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
+                                           disable=None if options.progress else True))
+            pacer = Pacer(source, options.rate) if options.rate is not None else None
             for frame, result, timings in perceived(perceiver, source, pacer, report):
                 if planner is not None:
-                    planner.step(result, now=plan_time(result, timings, options.rate))
+                    planner.step(result, now=plan_time(result, timings, options.rate),
+                                 image=frame.image)
                     timings["plan"] = result.timings_ms["plan"]
                 timings["write"] = outputs.wait()
                 outputs.write(frame, result, planner.bev if planner is not None else None)
@@ -158,7 +162,7 @@ class UntilBroken:
 def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
     """The log's frames, over and over with --loop (times shifted to keep increasing). The
     first frame is read now: a log without one in range is unusable."""
-    frames = open_log(log, options.topic, options.start, options.end)
+    frames = open_log(log, options.topic, options.start, options.end, options.max_pixels)
     try:
         head = next(frames)
     except StopIteration:
@@ -181,6 +185,6 @@ def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
             if not options.loop or last is None:
                 return
             offset += last - first + (gap or 0.1)
-            frames = open_log(log, options.topic, options.start, options.end)
+            frames = open_log(log, options.topic, options.start, options.end, options.max_pixels)
 
     return passes()

@@ -2,8 +2,11 @@
 rosbags library (no ROS install): `sensor_msgs/msg/CompressedImage` or `Image`, with the
 camera's `CameraInfo` when the bag has one.
 
-A rosbag2 folder whose one .mcap file has lost its index (a recording cut short) is streamed by
-the MCAP reader instead, so the frames before the cut are still read.
+A rosbag2 folder in mcap storage (one .mcap file) is streamed by the MCAP reader
+(mcap_source.py): the frames before a cut are still read when the file lost its index (a
+recording cut short), and its chunks are inflated within bounds (rosbags would inflate a chunk
+to whatever size its compressed data claims). An image above the pixel limit is skipped with a
+warning naming its topic and log time.
 """
 
 from __future__ import annotations
@@ -15,8 +18,16 @@ from typing import Any
 
 from rosbags.highlevel import AnyReader
 
-from perception.frames import Frame, SourceError
-from perception.logs.base import CorruptRecordError, calibration_topic, choose_topic
+from perception.frames import (
+    DEFAULT_MAX_PIXELS,
+    CorruptRecordError,
+    Frame,
+    PixelLimitError,
+    SourceError,
+    warn_skipped,
+)
+from perception.logs.base import calibration_topic, choose_topic
+from perception.logs.mcap_source import mcap_frames
 from perception.logs.messages import (
     CALIBRATION_TYPES,
     IMAGE_TYPES,
@@ -27,16 +38,16 @@ from perception.logs.messages import (
 
 
 def rosbag_frames(path: Path, topic: str | None = None, start: float | None = None,
-                  end: float | None = None) -> Iterator[Frame]:
+                  end: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> Iterator[Frame]:
     """Open the bag and check the topic now; return the frames lazily."""
+    recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
+    if len(recordings) == 1:  # mcap storage: stream the one file
+        return mcap_frames(recordings[0], topic, start, end, max_pixels)
     try:
         reader = AnyReader([path], default_typestore=ros_typestore())
         reader.open()
     except Exception as error:
-        recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
-        if len(recordings) == 1:  # mcap storage without a readable index: stream it instead
-            from perception.logs.mcap_source import mcap_frames
-            return mcap_frames(recordings[0], topic, start, end)
         raise SourceError(f"{path}: cannot be read as a bag: {error}") from None
     try:
         kinds = {name: info.msgtype or "" for name, info in reader.topics.items()}
@@ -48,11 +59,11 @@ def rosbag_frames(path: Path, topic: str | None = None, start: float | None = No
         raise
     calibration = calibration_topic(topic, [name for name, kind in others.items()
                                             if kind in CALIBRATION_TYPES])
-    return _frames(path, reader, topic, calibration, start, end)
+    return _frames(path, reader, topic, calibration, start, end, max_pixels)
 
 
 def _frames(path: Path, reader: Any, topic: str, calibration: str | None,
-            start: float | None, end: float | None) -> Iterator[Frame]:
+            start: float | None, end: float | None, max_pixels: int) -> Iterator[Frame]:
     wanted = {topic, calibration} - {None}
     connections = [c for c in reader.connections if c.topic in wanted]
     first_ns = reader.start_time
@@ -78,7 +89,11 @@ def _frames(path: Path, reader: Any, topic: str, calibration: str | None,
                 continue
             where = f"{topic} message {index} at log time {log_ns / 1e9:.6f} s"
             try:
-                decoded = image_of(kind, reader.deserialize(raw, kind))
+                decoded = image_of(kind, reader.deserialize(raw, kind), max_pixels)
+            except PixelLimitError as error:
+                warn_skipped(f"{path}: {where}: {error}")
+                index += 1
+                continue
             except Exception as error:
                 raise CorruptRecordError(f"{path}: {where}: {error}") from None
             meta = {"topic": topic, "log_time_ns": log_ns, "frame_id": decoded.frame_id,

@@ -14,7 +14,9 @@ first message of the log, like `ros2 bag play --start-offset`. A log reader adds
 Errors: anything that makes a log unusable (missing file, not a log, no such topic, no image
 topic) raises `SourceError` before the first frame. A problem part-way (a truncated or corrupt
 record, an image that does not decode) raises `CorruptRecordError` after the frames before it
-were yielded; its message says where (topic, log time, byte offset).
+were yielded; its message says where (topic, log time, byte offset). An image above `max_pixels`
+(default 8K, `--max-pixels`) is never decoded: in a log or folder it is skipped with a warning
+on stderr that says where, a single image file is a `SourceError`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from perception.frames import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
+    CorruptRecordError,
     Frame,
     SourceError,
     count_frames,
@@ -32,14 +36,13 @@ from perception.frames import (
     image_file_frames,
     video_frames,
 )
-from perception.logs.base import CorruptRecordError
 from perception.logs.kitti_source import is_kitti, kitti_frames, kitti_topic_counts
 from perception.logs.mcap_source import mcap_frames, mcap_topic_counts
 from perception.logs.rosbag_source import rosbag_frames, rosbag_topic_counts
 
 
 def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
-             end: float | None = None) -> Iterator[Frame]:
+             end: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Frame]:
     """Frames of a drive log, video or image folder, in recorded order, within [start, end)."""
     path = Path(path)
     if not path.exists():
@@ -47,19 +50,20 @@ def open_log(path: str | Path, topic: str | None = None, start: float | None = N
     if start is not None and end is not None and end <= start:
         raise SourceError(f"empty time range: --end {end} is not after --start {start}")
     if path.is_file() and path.suffix == ".mcap":
-        return mcap_frames(path, topic, start, end)
+        return mcap_frames(path, topic, start, end, max_pixels)
     if path.is_file() and (path.suffix in {".db3", ".bag"} or path.name == "metadata.yaml"):
-        return rosbag_frames(path if path.suffix == ".bag" else path.parent, topic, start, end)
+        return rosbag_frames(path if path.suffix == ".bag" else path.parent, topic, start, end,
+                             max_pixels)
     if path.is_dir() and (path / "metadata.yaml").is_file():
-        return rosbag_frames(path, topic, start, end)
+        return rosbag_frames(path, topic, start, end, max_pixels)
     if path.is_dir():
         if is_kitti(path):
-            return kitti_frames(path, topic, start, end)
-        frames = folder_frames(path)
+            return kitti_frames(path, topic, start, end, max_pixels)
+        frames = folder_frames(path, max_pixels)
     elif path.suffix.lower() in VIDEO_SUFFIXES:
-        frames = video_frames(path)
+        frames = video_frames(path, max_pixels)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
-        frames = image_file_frames(path)
+        frames = image_file_frames(path, max_pixels)
     else:
         raise SourceError(f"{path}: unknown kind of log (expected .mcap, a rosbag2 folder or "
                           ".db3, a .bag, a KITTI folder, a video or an image folder)")

@@ -4,7 +4,8 @@ A download goes to `<file>.partial`, a stable name (unlike the other files the p
 perception/logs/files.py), so that after a dropped connection the next attempt, or the next
 run, asks for the rest with an HTTP Range request. Only a complete file with the right checksum
 is renamed onto the final name (`install`); a copy from a mirror folder goes through the same
-step. A partial or wrong file is never taken for the model.
+step. A partial or wrong file is never taken for the model. A cache folder that cannot be
+written (read-only, full) is a `ModelError` before any byte is fetched.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def sha256_of(path: Path) -> str:
 def download(url: str, dest: Path, sha256: str = "", progress: bool = True,
              attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
     """Fetch `url` to `dest`: resume or retry on a dropped connection, check sha256, rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder(dest)
     partial = dest.with_name(dest.name + ".partial")
     for attempt in range(1, attempts + 1):
         try:
@@ -92,10 +93,30 @@ def _fetch(url: str, partial: Path, progress: bool, desc: str) -> None:
 
 def copy_verified(source: Path, dest: Path, sha256: str) -> Path:
     """Copy a mirror file into the cache: `<file>.partial`, checksum, then rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder(dest)
     partial = dest.with_name(dest.name + ".partial")
-    shutil.copyfile(source, partial)
+    try:
+        shutil.copyfile(source, partial)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"{source}: cannot be copied into the cache ({error.strerror})") \
+            from None
     return install(partial, dest, sha256, f"{source}: mirror file")
+
+
+def cache_folder(dest: Path) -> Path:
+    """Create the folder of `dest` and check that it takes a new file (only writing tells a
+    read-only mount or /proc, whatever the permissions say to root)."""
+    probe = dest.with_name(f".{dest.name}.write-check-{os.getpid()}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise ModelError(f"{dest.parent}: the model cache cannot be written here "
+                         f"({error.strerror}); set PERCEPTION_CACHE_DIR to a writable "
+                         "folder") from None
+    return dest.parent
 
 
 def install(partial: Path, dest: Path, sha256: str, what: str) -> Path:
@@ -105,5 +126,8 @@ def install(partial: Path, dest: Path, sha256: str, what: str) -> Path:
         partial.unlink()
         raise ModelError(f"{what} fails its sha256 check (expected {sha256}); nothing was "
                          "installed")
-    os.replace(partial, dest)
+    try:
+        os.replace(partial, dest)
+    except OSError as error:
+        raise ModelError(f"{dest}: cannot be installed ({error.strerror})") from None
     return dest

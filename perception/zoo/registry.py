@@ -11,24 +11,34 @@
   network does).
 A mirror (`--mirror` or `PERCEPTION_MODELS_MIRROR`) is a folder or a base URL laid out like
 the cache. Reading a spec never loads a model: ONNX metadata is read from the file as data.
+
+A spec from a user (a .yaml, an ONNX's metadata) is checked before anything uses it
+(`spec_from_dict`): only the keys of `ModelSpec` and `InputSpec`, their types, and values the
+runtime can work with (an input of 1 to `MAX_INPUT_SIDE` pixels a side, thresholds in [0, 1],
+finite normalisation). A spec .yaml is read with perception/yaml_files.py: no anchors or
+aliases, at most 64 KB.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import cache
 from pathlib import Path
 
+import pydantic
 import yaml
 
 from perception.errors import PerceptionError
-from perception.modelspec import SPEC_METADATA_KEY, ModelSpec
+from perception.modelspec import SPEC_METADATA_KEY, InputSpec, ModelSpec
+from perception.yaml_files import read_yaml
 from perception.zoo.download import ModelError, copy_verified, download, sha256_of
 from perception.zoo.onnx_metadata import onnx_metadata
 
 REGISTRY = Path(__file__).with_name("zoo.yaml")
+MAX_INPUT_SIDE = 8192  # a model input larger than this a side is refused
 
 
 # ---------------------------------------------------------------------------- the registry
@@ -40,7 +50,7 @@ def zoo_file() -> dict:
 
 @cache
 def registry() -> dict[str, ModelSpec]:
-    return {name: ModelSpec.from_dict({"name": name, **entry})
+    return {name: spec_from_dict({"name": name, **entry}, f"{REGISTRY}: {name}")
             for name, entry in zoo_file()["models"].items()}
 
 
@@ -72,11 +82,59 @@ def get_spec(name: str) -> ModelSpec:
     return specs[name]
 
 
-def spec_from_dict(data: dict, where: str) -> ModelSpec:
-    try:
-        return ModelSpec.from_dict(data)
-    except (TypeError, KeyError, ValueError) as error:
-        raise ModelError(f"{where}: not a valid model spec ({error})") from error
+def spec_from_dict(data: object, where: str) -> ModelSpec:
+    """A `ModelSpec` from plain data (a spec file, ONNX metadata, zoo.yaml), or a ModelError
+    that says which key is wrong and why."""
+    problems = _unknown_keys(data, ModelSpec, "")
+    if isinstance(data, dict):
+        problems += _unknown_keys(data.get("input", {}), InputSpec, "input.")
+    if not problems:
+        try:
+            spec = _spec_adapter().validate_python(data)
+        except pydantic.ValidationError as error:
+            problems = [f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}"
+                        for e in error.errors()]
+        except RecursionError:
+            problems = ["nested too deeply"]
+        else:
+            problems = _unusable_values(spec)
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ModelError(f"{where}: not a valid model spec ({'; '.join(problems[:3])}{more}; "
+                         "see docs/runtime.md)")
+    return spec
+
+
+@cache
+def _spec_adapter() -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(ModelSpec)
+
+
+def _unknown_keys(data: object, kind: type, prefix: str) -> list[str]:
+    if not isinstance(data, dict):
+        return [] if prefix else ["a model spec is a mapping of keys"]
+    known = {f.name for f in fields(kind)}
+    return [f"unknown key {prefix}{key!s:.40}" for key in data if key not in known]
+
+
+def _unusable_values(spec: ModelSpec) -> list[str]:
+    """What pydantic's types let through but the runtime cannot use."""
+    size, problems = spec.input, []
+    if not (1 <= size.width <= MAX_INPUT_SIDE and 1 <= size.height <= MAX_INPUT_SIDE):
+        problems.append(f"input size {size.width}x{size.height}: each side must be 1 to "
+                        f"{MAX_INPUT_SIDE} pixels")
+    if not 0 <= size.pad_value <= 255:
+        problems.append(f"input.pad_value {size.pad_value}: must be 0 to 255")
+    if not (math.isfinite(size.scale) and size.scale > 0):
+        problems.append(f"input.scale {size.scale}: must be a positive number")
+    if not all(math.isfinite(v) for v in size.mean):
+        problems.append(f"input.mean {size.mean}: must be finite numbers")
+    if not all(math.isfinite(v) and v > 0 for v in size.std):
+        problems.append(f"input.std {size.std}: must be positive numbers")
+    for name in ("score_threshold", "nms_iou"):
+        if not 0 <= getattr(spec, name) <= 1:
+            problems.append(f"{name} {getattr(spec, name)}: must be 0 to 1")
+    return problems
 
 
 # ---------------------------------------------------------------------------- places
@@ -166,15 +224,12 @@ def spec_from_yaml(path: Path) -> tuple[ModelSpec, Path]:
     """A user's own model: a YAML spec whose `file` (relative to it) is the ONNX."""
     if not path.is_file():
         raise ModelError(f"{path}: no such spec file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ModelError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    data = read_yaml(path, "model spec")
     if not isinstance(data, dict) or "file" not in data:
         raise ModelError(f"{path}: a model spec needs at least `file`, `task`, `decoder` and "
                          "`input` (see docs/runtime.md)")
     spec = spec_from_dict({"name": path.stem, **data}, str(path))
-    model = (path.parent / spec.file).resolve()
+    model = Path(os.path.realpath(path.parent / spec.file))  # a symlink loop: not a file
     if not model.is_file():
         raise ModelError(f"{path}: model file {model} does not exist")
     return spec, verify(model, spec)
@@ -196,6 +251,11 @@ def spec_from_onnx(path: Path) -> tuple[ModelSpec, Path]:
     except json.JSONDecodeError as error:
         raise ModelError(f"{path}: {SPEC_METADATA_KEY!r} metadata is not JSON ({error})") \
             from error
+    except RecursionError:
+        raise ModelError(f"{path}: {SPEC_METADATA_KEY!r} metadata is nested too deeply") \
+            from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: {SPEC_METADATA_KEY!r} metadata is not a JSON object")
     data.setdefault("name", path.stem)
     data["file"] = path.name
     data["sha256"] = ""  # a file cannot carry its own checksum
