@@ -40,7 +40,8 @@ def fit(image: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Placement]:
         resized = cv2.resize(image, (spec.width, spec.height), interpolation=interpolation)
         return resized, Placement(spec.width / width, spec.height / height)
     ratio = min(spec.width / width, spec.height / height)
-    new_w, new_h = int(width * ratio), int(height * ratio)  # truncation, as YOLOX does
+    # Truncation, as YOLOX does; at least one pixel, so that a thin strip (1x10000) still fits.
+    new_w, new_h = max(1, int(width * ratio)), max(1, int(height * ratio))
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     canvas = np.full((spec.height, spec.width, 3), spec.pad_value, np.uint8)
     if spec.letterbox_anchor == "center":

@@ -61,13 +61,12 @@ def rss_mb(pid: int) -> float:
 class Server:
     """`perception serve` in a subprocess, ready when /readyz says so."""
 
-    def __init__(self, max_batch: int, max_delay_ms: float, models: str | None) -> None:
+    def __init__(self, models: str | None, extra: list[str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "perception", "serve", "--port", str(self.port),
-             *(["--models", models] if models else []), "--max-batch", str(max_batch),
-             "--max-delay-ms", str(max_delay_ms), "--queue-size", "256"],
+             *(["--models", models] if models else []), *extra],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while True:
@@ -78,8 +77,8 @@ class Server:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()  # never leave a half-started server behind
-                raise SystemExit(f"server (max-batch {max_batch}) did not become ready in "
-                                 "120 s (are the models in the cache or the mirror?)")
+                raise SystemExit(f"server ({' '.join(extra)}) did not become ready in 120 s "
+                                 "(are the models in the cache or the mirror?)")
             time.sleep(0.3)
 
     def stop(self) -> None:
@@ -162,7 +161,8 @@ def main() -> int:
     levels: list[Level] = []
     soak: dict = {}
     for mode, max_batch in (("batching on", args.max_batch), ("batching off", 1)):
-        server = Server(max_batch, args.max_delay_ms, args.models)
+        server = Server(args.models, ["--max-batch", str(max_batch), "--max-delay-ms",
+                                      str(args.max_delay_ms), "--queue-size", "256"])
         try:
             asyncio.run(drive(server.base, images, max(client_counts), args.warmup_s, query))
             for clients in client_counts:

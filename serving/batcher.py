@@ -8,12 +8,19 @@ RESOURCE_EXHAUSTED) instead of letting latency grow without limit. A request who
 passes while it waits is failed with `DeadlineExceeded` and never run. `close()` stops
 accepting and finishes everything already accepted. Batching off is `max_batch=1`.
 
+One bad frame never fails its neighbours: when a batch fails, its frames are run again one by
+one, so each caller gets its own result or its own error. A frame that fails alone while the
+models still answer a known-good `probe` frame is the input's fault: its caller gets
+`InputRejected` (HTTP 400, gRPC INVALID_ARGUMENT) with a readable message; otherwise the
+models themselves failed and the caller gets the error as it was (HTTP 500, logged).
+
 Both transports share one batcher: FastAPI awaits the future with `asyncio.wrap_future`, the
 gRPC handlers block on `future.result()` in their own threads.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -23,6 +30,8 @@ from dataclasses import dataclass, field
 
 from perception.frames import Frame
 from perception.results import FrameResult
+
+log = logging.getLogger("perception.serving")
 
 
 class QueueFull(Exception):
@@ -35,6 +44,10 @@ class ShuttingDown(Exception):
 
 class DeadlineExceeded(Exception):
     """The request waited past its deadline and was not run."""
+
+
+class InputRejected(Exception):
+    """The models failed on this frame alone while they still process others: a bad input."""
 
 
 @dataclass
@@ -58,10 +71,12 @@ class BatchStats:
 class Batcher:
     def __init__(self, perceive: Callable[[list[Frame]], list[FrameResult]], max_batch: int = 8,
                  max_delay_ms: float = 5.0, queue_size: int = 64,
-                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+                 on_batch: Callable[[BatchStats], None] | None = None,
+                 probe: Frame | None = None) -> None:
         if max_batch < 1 or queue_size < 1 or max_delay_ms < 0:
             raise ValueError("max_batch and queue_size must be >= 1, max_delay_ms >= 0")
         self.perceive = perceive
+        self.probe = probe  # a frame the models are known to process (the warm-up frame)
         self.max_batch = max_batch
         self.max_delay_s = max_delay_ms / 1000.0
         self.on_batch = on_batch
@@ -137,13 +152,9 @@ class Batcher:
             return
         started = time.monotonic()
         try:
-            results = self.perceive([request.frame for request in live])
-            if len(results) != len(live):
-                raise RuntimeError(f"perceive returned {len(results)} results for "
-                                   f"{len(live)} frames")
-        except Exception as error:  # every caller of the batch learns what went wrong
-            for request in live:
-                request.future.set_exception(error)
+            results = self._perceive([request.frame for request in live])
+        except Exception as error:
+            self._isolate(live, error)
         else:
             for request, result in zip(live, results, strict=True):
                 request.future.set_result(result)
@@ -151,3 +162,47 @@ class Batcher:
             self.on_batch(BatchStats(size=len(live),
                                      queue_wait_s=[started - r.enqueued for r in live],
                                      run_s=time.monotonic() - started, expired=expired))
+
+    def _perceive(self, frames: list[Frame]) -> list[FrameResult]:
+        results = self.perceive(frames)
+        if len(results) != len(frames):
+            raise RuntimeError(f"perceive returned {len(results)} results for {len(frames)} "
+                               "frames")
+        return results
+
+    def _isolate(self, batch: list[_Request], error: Exception) -> None:
+        """After a failed batch: run its frames one by one; each failure is its own caller's."""
+        failed: list[tuple[_Request, Exception]] = []
+        if len(batch) == 1:
+            failed.append((batch[0], error))
+        else:
+            for request in batch:
+                try:
+                    (result,) = self._perceive([request.frame])
+                except Exception as alone:
+                    failed.append((request, alone))
+                else:
+                    request.future.set_result(result)
+        if not failed:
+            return
+        models_work = self._probe_passes()
+        for request, alone in failed:
+            frame = request.frame
+            log.warning("frame %dx%d failed in the models: %s: %s", frame.width, frame.height,
+                        type(alone).__name__, str(alone).splitlines()[0] if str(alone) else "")
+            if models_work:
+                request.future.set_exception(InputRejected(
+                    f"the models cannot process this {frame.width}x{frame.height} image"))
+            else:
+                request.future.set_exception(alone)
+
+    def _probe_passes(self) -> bool:
+        """Whether the models still process the known-good probe frame."""
+        if self.probe is None:
+            return False
+        try:
+            self._perceive([self.probe])
+        except Exception:
+            log.exception("the models fail on the probe frame too")
+            return False
+        return True

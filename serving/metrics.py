@@ -3,7 +3,8 @@
 Exposed at `GET /metrics`: requests by route and status code, request latency by route,
 latency by pipeline stage (queue wait, batch run, and each model's preprocess / inference /
 decode as the perceiver reports them), queue depth, batch sizes and dropped frames by reason
-(`queue_full`, `deadline`, `stream_newest_wins`).
+(`queue_full`, `deadline`, `stream_newest_wins`, `pixel_budget`).
+A client that left mid-body is counted with code 499.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """What both transports share: the settings, the models and batcher, input checks, rendering.
 
-HTTP, WebSocket and gRPC handlers all go through one `Service`: `check_image()` turns request
-bytes into a BGR image (or a `RequestError` with the HTTP status to answer), `options()` reads
-the output choices, `submit()` queues the frame on the shared batcher and `render()` turns a
-`FrameResult` into the JSON of the API contract. The transports only translate.
+HTTP, WebSocket and gRPC handlers all go through one `Service`: `options()` reads the output
+choices, `check_header()` reads the image's size from its header, `admit()` takes its pixels
+from the decoded-pixel budget (each raises a `RequestError` with the HTTP status to answer
+when it must), `perceive()` decodes it within the request's deadline and queues it on the
+shared batcher, and `render()` turns the `FrameResult` into the JSON of the API contract. The
+transports only translate; each gives the admitted request's pixels back
+(`Admitted.release()`) once its answer is made.
 """
 
 from __future__ import annotations
 
 import base64
-import struct
+import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -26,13 +29,22 @@ from perception.driving.bev import BirdsEye
 from perception.driving.camera import CameraModel, load_camera
 from perception.driving.planning import Planner
 from perception.errors import PerceptionError
-from perception.frames import Frame, SourceError, decode_image
+from perception.frames import Frame, SourceError, image_size
 from perception.modelspec import ModelSpec
 from perception.overlay import render_bev
-from perception.results import FrameResult, Plan
+from perception.results import FrameResult, LaneBoundary, Plan
 from perception.zoo.registry import default_models
-from serving.batcher import Batcher, BatchStats, QueueFull, ShuttingDown
+from serving.batcher import (
+    Batcher,
+    BatchStats,
+    DeadlineExceeded,
+    InputRejected,
+    QueueFull,
+    ShuttingDown,
+)
+from serving.decoding import Decoded, decode, reduction, to_frame_pixels
 from serving.metrics import Metrics
+from serving.pixel_budget import Lease, PixelBudget
 
 OUTPUTS = ("detections", "masks", "plan", "bev")
 DEFAULT_OUTPUTS = ("detections", "masks")
@@ -62,6 +74,19 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     max_body_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 7680 * 4320  # 8K; larger headers are refused before decoding
+    max_pixels_in_flight: int = 2 * 7680 * 4320  # all admitted requests' frames together
+    # HTTP connections (serving/http/server.py)
+    max_header_bytes: int = 16 * 1024  # request line and headers together
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # from a connection's (or a request's) first byte
+    body_timeout_s: float = 60.0  # for the whole body, once the headers are in
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
+    # gRPC (serving/grpc_limits.py)
+    grpc_max_calls: int = 32  # concurrent calls, streams included; health checks never count
+    grpc_max_streams: int = 8  # concurrent streaming calls (StreamPerceive, reflection)
+    grpc_stream_idle_s: float = 60.0  # a stream with no message either way for this long ends
+    grpc_open_reflection: bool = False  # with API keys, reflection needs a key unless opened
 
 
 class RequestError(Exception):
@@ -74,51 +99,56 @@ class RequestError(Exception):
         self.headers = headers or {}
 
 
+class Overloaded(RequestError):
+    """The server is busy (queue or pixel budget full): 503 with Retry-After, gRPC
+    RESOURCE_EXHAUSTED."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message, {"Retry-After": "1"})
+
+
+@dataclass
+class Admitted:
+    """A request whose image header passed the checks and whose pixels are leased."""
+
+    data: bytes
+    width: int  # as the header says
+    height: int
+    deadline: float  # time.monotonic() by which its result must be there
+    lease: Lease
+    decoding: Future | None = None  # the decode job, once started
+    queued: Future | None = None  # the frame on the batcher, once the decode queued it
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def release(self) -> None:
+        """Give the pixels back once nothing holds them any more: now, or when the decode
+        and then the batcher (a request that timed out may still wait there) are done."""
+        if self.decoding is None:
+            self.lease.release()
+            return
+
+        def decoded(_: Future) -> None:
+            if self.queued is None:
+                self.lease.release()
+            else:
+                self.queued.add_done_callback(lambda _: self.lease.release())
+
+        self.decoding.add_done_callback(decoded)
+
+
+@dataclass
+class Perceived:
+    result: FrameResult  # in the frame's own pixels
+    decode_s: float  # decoding the image
+
+
 @dataclass(frozen=True)
 class Options:
     outputs: frozenset[str]
     mask_encoding: str
     camera: str | None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG or JPEG header, without decoding the pixels."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise RequestError(400, "PNG header is truncated")
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    raise RequestError(400, "body is not a JPEG or PNG image")
-
-
-_JPEG_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                       0xCF}
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """Walk the JPEG marker segments to the start-of-frame, which holds the dimensions."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            break
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            break
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if marker in _JPEG_FRAME_MARKERS:
-            if i + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        i += 2 + length
-    raise RequestError(400, "JPEG header is truncated or has no frame header")
 
 
 class Service:
@@ -134,6 +164,9 @@ class Service:
         self.perceiver: PerceiverLike | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
+        self.pixels = PixelBudget(config.max_pixels_in_flight)
+        self._decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                            thread_name_prefix="decode")
         self._ready = threading.Event()
         self._ids = count()
 
@@ -155,7 +188,8 @@ class Service:
         self.perceiver = perceiver
         self.batcher = Batcher(self._perceive, max_batch=self.config.max_batch,
                                max_delay_ms=self.config.max_delay_ms,
-                               queue_size=self.config.queue_size, on_batch=self._on_batch)
+                               queue_size=self.config.queue_size, on_batch=self._on_batch,
+                               probe=warm)
         self._ready.set()
 
     def wait_ready(self, timeout_s: float | None = None) -> bool:
@@ -164,6 +198,7 @@ class Service:
     def close(self) -> None:
         """Stop taking requests, finish the queued ones, release the models."""
         self._ready.clear()
+        self._decoders.shutdown(wait=True)  # decodes in progress still queue their frames
         if self.batcher is not None:
             self.batcher.close()
         if self.perceiver is not None:
@@ -171,6 +206,16 @@ class Service:
 
     def model_specs(self) -> list[ModelSpec]:
         return self.perceiver.specs if self.perceiver is not None else []
+
+    def check_ready(self) -> None:
+        """503 until the models are loaded: with Retry-After while they load; without it,
+        and with the reason, when loading failed (e.g. a model failed its sha256 check),
+        since retrying cannot help until the server is restarted with good models."""
+        if self.batcher is not None:
+            return
+        if self.load_error:
+            raise RequestError(503, f"the models failed to load: {self.load_error}")
+        raise RequestError(503, "models are loading", {"Retry-After": "1"})
 
     # --- one request ------------------------------------------------------------------------
 
@@ -197,35 +242,102 @@ class Service:
                                     "--camera NAME=camera.yaml")
         return Options(frozenset(chosen), encoding, camera or next(iter(self.cameras), None))
 
-    def check_image(self, data: bytes) -> np.ndarray:
-        """Bytes -> BGR image, refusing oversized dimensions before the pixels are decoded."""
+    def check_header(self, data: bytes) -> tuple[int, int]:
+        """The image's (width, height) from its header, before any pixel is decoded: 400
+        empty, not an image or no pixels; 413 over `max_body_bytes` or `max_pixels`."""
         if not data:
             raise RequestError(400, "image is empty (0 bytes)")
         if len(data) > self.config.max_body_bytes:
             raise RequestError(413, f"image is {len(data)} bytes; the limit is "
                                     f"{self.config.max_body_bytes}")
-        width, height = image_size(data)
-        if width == 0 or height == 0:
+        try:
+            width, height = image_size(data, "image")
+        except SourceError as error:
+            raise RequestError(400, str(error)) from None
+        if width <= 0 or height <= 0:
             raise RequestError(400, f"image header says {width}x{height} pixels")
         if width * height > self.config.max_pixels:
             raise RequestError(413, f"image is {width}x{height} pixels; the limit is "
                                     f"{self.config.max_pixels} pixels")
-        try:
-            return decode_image(data)
-        except SourceError as error:
-            raise RequestError(400, str(error)) from None
+        return width, height
 
-    def submit(self, image: np.ndarray, source: str, index: int | None = None) -> Future:
+    def admit(self, data: bytes, size: tuple[int, int], timeout_s: float | None = None
+              ) -> Admitted:
+        """Lease the pixels of an image of `size` (from `check_header`): 503 when not ready
+        or the decoded-pixel budget is full. The deadline (`timeout_s`, at most the request
+        timeout) starts here and covers decoding, queueing and the models. Cheap and
+        non-blocking, so that the event loop calls it: a lease is never lost in between."""
+        self.check_ready()
+        width, height = size
+        lease = self.pixels.lease(width * height)
+        if lease is None:
+            self.metrics.dropped.labels(reason="pixel_budget").inc()
+            raise Overloaded(f"too many image pixels in flight ({self.pixels.in_use} of "
+                             f"{self.pixels.limit}); retry shortly")
+        timeout = self.config.request_timeout_s
+        if timeout_s is not None:
+            timeout = min(timeout, timeout_s)
+        return Admitted(data, width, height, time.monotonic() + timeout, lease)
+
+    def perceive(self, admitted: Admitted, source: str, index: int | None = None
+                 ) -> Future[Perceived]:
+        """Decode the admitted image (on the decode threads) and queue it on the batcher; the
+        future resolves to its result in frame pixels, or raises a RequestError (400 the
+        models cannot process it, 503, 504) or, for a bug, the error itself."""
+        answer: Future[Perceived] = Future()
+        try:
+            admitted.decoding = self._decoders.submit(self._decode_and_queue, admitted, source,
+                                                      index, answer)
+        except RuntimeError:  # the decode threads are stopped: the server is shutting down
+            raise RequestError(503, "the server is shutting down") from None
+        return answer
+
+    def wait(self, answer: Future[Perceived], admitted: Admitted) -> Perceived:
+        """Block until the answer is there, within the admitted request's deadline (504)."""
+        try:
+            return answer.result(admitted.remaining_s())
+        except TimeoutError:
+            answer.cancel()
+            raise self.timed_out() from None
+
+    def timed_out(self) -> RequestError:
+        self.metrics.dropped.labels(reason="deadline").inc()
+        return RequestError(504, f"no result within {self.config.request_timeout_s:g} s")
+
+    def _decode_and_queue(self, admitted: Admitted, source: str, index: int | None,
+                          answer: Future[Perceived]) -> None:
+        if not answer.set_running_or_notify_cancel():
+            return  # the caller gave up before its turn came
+        try:
+            started = time.perf_counter()
+            factor = reduction(admitted.width, admitted.height, self.model_specs())
+            try:
+                decoded = decode(admitted.data, admitted.width, admitted.height, factor,
+                                 self.config.max_pixels)
+            except SourceError as error:
+                raise RequestError(400, str(error)) from None
+            decode_s = time.perf_counter() - started
+            if admitted.remaining_s() <= 0:
+                raise RequestError(504, f"decoding took past the request's deadline "
+                                        f"({self.config.request_timeout_s:g} s)")
+            admitted.queued = self._queue(decoded.image, source, index, admitted.remaining_s())
+        except Exception as error:  # RequestError, or a bug the transport reports
+            answer.set_exception(error)
+            return
+        admitted.queued.add_done_callback(lambda done: _settle(answer, done, decoded, decode_s))
+
+    def _queue(self, image: np.ndarray, source: str, index: int | None, timeout_s: float
+               ) -> Future[FrameResult]:
         """Queue one image on the batcher; the future resolves to its FrameResult."""
-        if self.batcher is None:  # created once the models are loaded and warm
-            raise RequestError(503, "models are loading", {"Retry-After": "1"})
+        self.check_ready()
+        assert self.batcher is not None
         frame = Frame(image, timestamp=time.time(),
                       index=next(self._ids) if index is None else index, source=source)
         try:
-            future = self.batcher.submit(frame, self.config.request_timeout_s)
+            future = self.batcher.submit(frame, timeout_s)
         except QueueFull as error:
             self.metrics.dropped.labels(reason="queue_full").inc()
-            raise RequestError(503, str(error), {"Retry-After": "1"}) from None
+            raise Overloaded(str(error)) from None
         except ShuttingDown as error:  # after SIGTERM: in-flight requests finish, new ones not
             raise RequestError(503, str(error)) from None
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -259,13 +371,16 @@ class Service:
         """
         bev = None
         if options.outputs & {"plan", "bev"}:
-            planner = planner or self.planner(options)
+            if planner is None:  # a single request is a still, judged alone
+                planner = self.planner(options)
+                planner.reset(still=True)
             try:
                 planner.step(result, now=time.time())
             except PerceptionError as error:  # e.g. the frame size is not the camera's
                 raise RequestError(400, f"camera {options.camera!r}: {error}") from None
             if "bev" in options.outputs and planner.bev is not None:
-                bev = bev_payload(planner.bev, result.plan)
+                bev = bev_payload(planner.bev, result.plan,
+                                  lane_boundaries=result.lane_boundaries)
         data = result.model_dump(mode="json")
         if "detections" not in options.outputs:
             data["detections"] = []
@@ -295,9 +410,25 @@ class Service:
             self.metrics.queue_depth.set(self.batcher.depth)
 
 
-def bev_payload(bev: BirdsEye, plan: Plan | None = None, scale: int = 2) -> dict:
+def _settle(answer: Future[Perceived], done: Future[FrameResult], decoded: Decoded,
+            decode_s: float) -> None:
+    """The batcher's outcome for one frame -> the service's answer for its request."""
+    try:
+        result = done.result()
+    except DeadlineExceeded as error:
+        answer.set_exception(RequestError(504, str(error)))
+    except InputRejected as error:
+        answer.set_exception(RequestError(400, str(error)))
+    except Exception as error:  # the models failed: the transport reports an internal error
+        answer.set_exception(error)
+    else:
+        answer.set_result(Perceived(to_frame_pixels(result, decoded), decode_s))
+
+
+def bev_payload(bev: BirdsEye, plan: Plan | None = None, scale: int = 2,
+                lane_boundaries: Sequence[LaneBoundary] = ()) -> dict:
     """The `bev` output: the bird's-eye picture as base64 PNG and where it lies in metres."""
-    ok, png = cv2.imencode(".png", render_bev(bev, plan, scale))
+    ok, png = cv2.imencode(".png", render_bev(bev, plan, scale, lane_boundaries=lane_boundaries))
     assert ok
     g = bev.grid
     return {"png": base64.b64encode(png.tobytes()).decode("ascii"),

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from perception.frames import Frame
 from perception.modelspec import InputSpec, ModelSpec
 from perception.results import Detection, FrameResult
 from serving.http.app import create_app
+from serving.http.server import server_config
 from serving.service import ServeConfig, Service
 
 BDD = "drives/bdd100k_frames/twinlitenet"
@@ -84,8 +86,9 @@ def running_server(service: Service, static_dir: Path | None = None
     """A real uvicorn server in a thread; yields (base URL, service, app)."""
     port = free_port()
     app = create_app(service, static_dir) if static_dir else create_app(service)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws_max_size=service.config.max_body_bytes))
+    # The server `perception serve` runs: its limits, its JSON protocol errors.
+    config = replace(service.config, host="127.0.0.1", port=port)
+    server = uvicorn.Server(server_config(app, config, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -87,7 +87,7 @@ def test_concurrent_unary_calls_get_their_own_results(real: tuple[str, grpc.Chan
 def test_bad_input_is_invalid_argument(real: tuple[str, grpc.Channel],
                                        images: list[bytes]) -> None:
     stub = perception_pb2_grpc.PerceptionStub(real[1])
-    for request, words in ((Request(image=b"nope"), "not a JPEG or PNG"),
+    for request, words in ((Request(image=b"nope"), "is not a JPEG"),
                            (Request(image=b""), "empty"),
                            (Request(image=images[0], outputs=["faces"]), "faces"),
                            (Request(image=images[0], mask_encoding="gif"), "gif")):

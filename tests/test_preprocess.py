@@ -71,3 +71,12 @@ def test_batch_of_different_sizes() -> None:
     single, _ = preprocess(images[1:2], spec)
     np.testing.assert_array_equal(blob[1], single[0])
     assert [p.scale_x for p in placements] == [352 / 960, 352 / 1242, 352 / 1280]
+
+
+def test_letterbox_of_a_strip_keeps_one_pixel() -> None:
+    spec = InputSpec(width=416, height=416, resize="letterbox")
+    for height, width in ((10000, 1), (1, 10000), (1, 1)):
+        fitted, placement = fit(np.full((height, width, 3), 200, np.uint8), spec)
+        assert fitted.shape == (416, 416, 3)
+        assert (fitted == 200).any(), "the strip itself is in the input"
+        assert placement.scale_x == pytest.approx(min(416 / width, 416 / height))

@@ -1,9 +1,11 @@
-"""The dynamic batcher on its own: batching, each caller's own result, limits, shutdown."""
+"""The dynamic batcher on its own: batching, each caller's own result, limits, shutdown, and
+a bad frame that fails alone."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,7 +13,9 @@ import pytest
 from serving_harness import StatsPerceiver
 
 from perception.frames import Frame
-from serving.batcher import Batcher, DeadlineExceeded, QueueFull, ShuttingDown
+from perception.modelspec import InputSpec
+from perception.preprocess import preprocess
+from serving.batcher import Batcher, DeadlineExceeded, InputRejected, QueueFull, ShuttingDown
 
 
 def frame(value: int) -> Frame:
@@ -98,4 +102,42 @@ def test_a_failing_batch_fails_each_of_its_callers() -> None:
         with pytest.raises(ValueError, match="model exploded"):
             future.result(10)
     assert batcher.submit(frame(5)).exception(10) is not None  # the worker is still alive
+    batcher.close()
+
+
+LETTERBOX = InputSpec(64, 64, resize="letterbox")
+
+
+def letterboxed_stats(model: StatsPerceiver) -> Callable[[list[Frame]], list]:
+    """A model that letterboxes its frames with the real preprocessing first."""
+    def perceive(frames: list[Frame]) -> list:
+        preprocess([f.image for f in frames], LETTERBOX)  # OpenCV raises on an empty image
+        return model.perceive(frames)
+
+    return perceive
+
+
+def test_a_bad_frame_fails_alone_and_its_neighbours_get_their_own_results() -> None:
+    model = StatsPerceiver()
+    empty = Frame(np.zeros((0, 5, 3), np.uint8), 0.0, 99, "test:empty")
+    batcher = Batcher(letterboxed_stats(model), max_batch=4, max_delay_ms=200, queue_size=8,
+                      probe=frame(0))
+    futures = [batcher.submit(frame(v)) for v in (10, 20)] + [batcher.submit(empty)] + \
+        [batcher.submit(frame(30))]
+    assert [f.result(10).frame_index for f in futures[:2] + futures[3:]] == [10, 20, 30]
+    with pytest.raises(InputRejected, match="cannot process this 5x0 image"):
+        futures[2].result(10)
+    batcher.close()
+    assert model.batches == [1, 1, 1, 1], "the batch of 4 failed, then each ran alone + probe"
+
+
+def test_when_the_probe_fails_too_the_models_error_is_every_callers() -> None:
+    def broken(frames: list[Frame]) -> list:
+        raise RuntimeError("onnxruntime: session lost")
+
+    batcher = Batcher(broken, max_batch=4, max_delay_ms=100, queue_size=8, probe=frame(0))
+    futures = [batcher.submit(frame(v)) for v in range(3)]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="session lost"):
+            future.result(10)
     batcher.close()

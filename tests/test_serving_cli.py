@@ -20,6 +20,10 @@ BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1
     (["--camera", "front=/no/such.yaml"], "is not a file"),
     (["--models", "yolox-nano", "--camera", f"bdd={BDD_CAMERA}"],
      "planning needs a segmentation model"),
+    (["--max-pixels-in-flight", "1000"], "must be at least --max-pixels"),
+    (["--header-timeout-s", "0"], "--header-timeout-s must be > 0"),
+    (["--grpc-max-streams", "0"], "--grpc-max-streams must be at least 1"),
+    (["--max-connections", "-1"], "--max-connections must be at least 1"),
 ])
 def test_bad_options_exit_2_with_one_line(extra: list[str], words: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def test_concurrent_distinct_images_get_their_own_results(real: str,
 
 @pytest.mark.parametrize(("body", "content_type", "status", "words"), [
     (b"", "image/jpeg", 400, "empty"),
-    (b"not an image at all", "image/jpeg", 400, "not a JPEG or PNG"),
+    (b"not an image at all", "image/jpeg", 400, "is not a JPEG"),
     (b"\xff\xd8\xff\xe0\x00\x10JFIF", "image/jpeg", 400, "truncated"),
     (b"\x89PNG\r\n\x1a\n", "image/png", 400, "truncated"),
     (b"abc", "text/plain", 415, "content type"),
@@ -304,7 +304,7 @@ def test_websocket_stream_in_order_with_drops_and_errors(real: str, images: list
         assert first["sequence"] == 0 and first["dropped"] == 0 and first["detections"]
         ws.send(b"garbage")
         bad = json.loads(ws.recv(30))
-        assert bad["sequence"] == 1 and "not a JPEG or PNG" in bad["error"]
+        assert bad["sequence"] == 1 and "is not a JPEG" in bad["error"]
         ws.send("text frame")
         assert "binary" in json.loads(ws.recv(30))["error"]
         for data in images:  # faster than the models: the newest frame wins

@@ -1,46 +1,43 @@
-"""One image through the shared batcher to the API's JSON, without blocking the event loop.
+"""One image through the service to the API's JSON, without blocking the event loop.
 
-`perceive_image` checks and decodes the bytes (in the thread pool) and waits for the batcher's
-result; `render_answer` renders it (and plans, when asked) in the thread pool. Two steps, so
-that a stream can fetch its planner in between, once the result is there.
+`answer_image` checks the header (in the thread pool), leases the pixels, waits for the
+decode and the batcher within the request's deadline, makes the stream's planner once the
+result is there, and renders the answer (and plans, when asked) in the thread pool. Whatever
+happens, the request's pixels go back to the budget when it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
 from perception.driving.planning import Planner
-from perception.results import FrameResult
-from serving.batcher import DeadlineExceeded
-from serving.service import Options, RequestError, Service
+from serving.service import Options, Perceived, Service
 
 
-@dataclass
-class Perceived:
-    result: FrameResult
-    decode_s: float  # checking and decoding the image
+async def answer_image(service: Service, data: bytes, source: str, options: Options,
+                       planner: Planner | None = None, index: int | None = None
+                       ) -> tuple[dict[str, Any], Planner | None]:
+    """The JSON answer for one image, and the planner a stream keeps (see Service.planner).
 
-
-async def perceive_image(service: Service, data: bytes, source: str, index: int | None = None
-                         ) -> Perceived:
-    """Check, decode and batch one image; a RequestError says why not (400, 413, 503, 504)."""
-    t0 = time.perf_counter()
-    image = await run_in_threadpool(service.check_image, data)
-    t1 = time.perf_counter()
-    future = service.submit(image, source, index)
+    Raises RequestError (400, 413, 503, 504) for what the client can act on."""
+    size = await run_in_threadpool(service.check_header, data)
+    admitted = service.admit(data, size)
     try:
-        result = await asyncio.wait_for(asyncio.wrap_future(future),
-                                        service.config.request_timeout_s)
-    except (TimeoutError, DeadlineExceeded):
-        service.metrics.dropped.labels(reason="deadline").inc()
-        raise RequestError(504, f"no result within {service.config.request_timeout_s:g} s") \
-            from None
-    return Perceived(result, t1 - t0)
+        answer = service.perceive(admitted, source, index)
+        try:
+            perceived = await asyncio.wait_for(asyncio.wrap_future(answer),
+                                               admitted.remaining_s())
+        except TimeoutError:
+            raise service.timed_out() from None
+        planner = service.planner(options, planner)
+        body = await render_answer(service, perceived, options, planner)
+    finally:
+        admitted.release()
+    return body, planner
 
 
 async def render_answer(service: Service, perceived: Perceived, options: Options,

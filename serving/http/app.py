@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from serving.http.dependencies import require_api_key
 from serving.http.errors import add_error_handlers
-from serving.http.middleware import BodyLimit, RequestMetrics
+from serving.http.middleware import JsonCORS, RequestLimits, RequestMetrics
 from serving.http.routes import health, metrics, models, perceive, stream
 from serving.http.routes.viewer import viewer_router
 from serving.service import Service
@@ -42,11 +41,13 @@ def create_app(service: Service, static_dir: Path = STATIC) -> FastAPI:
     )
     app.state.service = service
     # The last added runs first: CORS (answers preflights), metrics (of every answer, 413s
-    # included), then the body limit.
-    app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
+    # included), then the request limits.
+    config = service.config
+    app.add_middleware(RequestLimits, max_body_bytes=config.max_body_bytes,
+                       max_headers=config.max_headers, body_timeout_s=config.body_timeout_s)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
-    if service.config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(service.config.cors_origins),
+    if config.cors_origins:
+        app.add_middleware(JsonCORS, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "x-api-key", "content-type"])
     add_error_handlers(app)

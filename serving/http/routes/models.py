@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from serving.http.dependencies import ServiceDep
 from serving.http.schemas import ModelsResponse, errors
-from serving.service import RequestError
 
 router = APIRouter()
 
@@ -16,8 +15,7 @@ router = APIRouter()
 @router.get("/v1/models", response_model=ModelsResponse, summary="The loaded models",
             responses=errors(401, 503))
 async def models(service: ServiceDep) -> dict[str, Any]:
-    if not service.ready:
-        raise RequestError(503, "models are loading", {"Retry-After": "1"})
+    service.check_ready()
     return {"models": [{"name": spec.name, "task": spec.task, "classes": list(spec.classes),
                         "input": {"width": spec.input.width, "height": spec.input.height,
                                   "resize": spec.input.resize, "color": spec.input.color}}

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from serving.http.answer import perceive_image, render_answer
+from serving.http.answer import answer_image
 from serving.http.dependencies import PerceiveQuery, ServiceDep, perceive_query
 from serving.http.schemas import IMAGE_BODY, RESPONSE_EXAMPLE, PerceiveResponse, errors
 from serving.service import RequestError
@@ -20,13 +20,13 @@ router = APIRouter()
     openapi_extra=IMAGE_BODY,
     responses={200: {"model": PerceiveResponse,
                      "content": {"application/json": {"example": RESPONSE_EXAMPLE}}},
-               **errors(400, 401, 413, 415, 422, 503, 504)},
+               **errors(400, 401, 408, 413, 415, 422, 431, 503, 504)},
 )
 async def perceive(request: Request, query: Annotated[PerceiveQuery, Depends(perceive_query)],
                    service: ServiceDep) -> JSONResponse:
     data = await read_image(request, query.content_type)
-    perceived = await perceive_image(service, data, "http")
-    return JSONResponse(await render_answer(service, perceived, query.options))
+    body, _ = await answer_image(service, data, "http", query.options)
+    return JSONResponse(body)
 
 
 async def read_image(request: Request, content_type: str) -> bytes:

@@ -3,12 +3,14 @@
 Answers come in order. While a frame is processed only the newest waiting one is kept
 (`NewestFrame`): each answer says which message it answers (`sequence`) and how many were
 skipped since the previous answer (`dropped`). A frame that fails gets `{"error", "status"}`
-and the stream goes on. The stream's planner carries its plan from frame to frame.
+and the stream goes on, a server bug included (status 500, the traceback in the log). The
+stream's planner carries its plan from frame to frame.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
@@ -16,10 +18,11 @@ from starlette.types import Message
 
 from perception.driving.planning import Planner
 from perception.newest_frame import NewestFrame
-from serving.http.answer import perceive_image, render_answer
+from serving.http.answer import answer_image
 from serving.http.dependencies import ServiceDep, require_stream_key
 from serving.service import DEFAULT_OUTPUTS, Options, RequestError, Service
 
+log = logging.getLogger("perception.serving")
 router = APIRouter()
 
 
@@ -60,11 +63,13 @@ async def serve_stream(service: Service, websocket: WebSocket, options: Options)
             try:
                 if payload is None:
                     raise RequestError(400, "send frames as binary JPEG/PNG messages")
-                perceived = await perceive_image(service, payload, "ws", taken.sequence)
-                planner = service.planner(options, planner)
-                answer = await render_answer(service, perceived, options, planner)
+                answer, planner = await answer_image(service, payload, "ws", options, planner,
+                                                     taken.sequence)
             except RequestError as error:
                 answer = {"error": error.message, "status": error.status}
+            except Exception:  # a bug: this frame's answer says so, the stream goes on
+                log.exception("internal error on a /v1/stream frame")
+                answer = {"error": "internal server error (see the server log)", "status": 500}
             answer.update(sequence=taken.sequence, dropped=taken.dropped)
             await websocket.send_json(answer)
     except WebSocketDisconnect:
