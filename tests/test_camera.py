@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -18,9 +19,11 @@ from perception.driving.camera import (
     camera_file_text,
     carla_camera,
     load_camera,
+    projection_intrinsics,
     read_kitti_calib,
 )
 from perception.logs.files import write_atomically
+from perception.yaml_files import MAX_YAML_BYTES
 from tests.synthetic_road import ground_homography
 
 
@@ -120,6 +123,11 @@ def test_yaml_round_trip(tmp_path):
     loaded = load_camera(path)
     assert loaded.to_dict() == camera.to_dict()
     assert [p.name for p in tmp_path.iterdir()] == ["camera.yaml"]  # no temp file left
+    hooded = CameraModel(960, 540, camera.K, camera.dist, camera.mount, crop=(4, 2),
+                         hood=[[0, 540], [0, 480.5], [960, 480.5], [960, 540]])
+    write_atomically(path, camera_file_text(hooded))
+    assert list(yaml.safe_load(path.read_text()))[-2:] == ["crop", "hood"]
+    assert load_camera(path).to_dict() == hooded.to_dict()
 
 
 def write(tmp_path, **changes):
@@ -152,9 +160,28 @@ def write(tmp_path, **changes):
     ({"dist": "none"}, "dist must be a flat list of numbers, got 'none'"),
     ({"dist": 5}, "dist must be a flat list of numbers, got 5"),
     ({"height": "tall"}, "width and height must be whole numbers"),
+    ({"width": 10**400}, "width and height must be at most 20000 px"),
+    ({"width": 1e300}, "width and height must be at most 20000 px"),
+    ({"x": 1e308}, "mount.x must be between -50 and 50 m, got 1e+308"),
+    ({"y": -60.0}, "mount.y must be between -50 and 50 m, got -60"),
+    ({"z": 51.0}, "mount.z (camera height above the road) must be > 0 and <= 50 m, got 51"),
+    ({"x": 10**400}, "mount.x must be a number"),
+    ({"crop": [0, 0]}, "crop must be a mapping {x: X, y: Y} (pixels), got [0, 0]"),
+    ({"crop": {"x": 0}}, "crop is missing y"),
+    ({"crop": {"x": 0, "y": 0, "width": 10}}, "crop unknown key(s) width (allowed: x, y)"),
+    ({"crop": {"x": 0.5, "y": 0}}, "crop x and y must be whole numbers of pixels"),
+    ({"crop": {"x": -1, "y": 0}}, "crop (-1, 0) lies outside the 960x540 image"),
+    ({"crop": {"x": 0, "y": 540}}, "crop (0, 540) lies outside the 960x540 image"),
+    ({"hood": [[0, 540], [960, 540]]}, "hood must be a list of at least 3 [u, v] points"),
+    ({"hood": [[0, 540, 1], [1, 2, 3], [3, 4, 5]]}, "hood must be a list of at least 3"),
+    ({"hood": "bottom"}, "hood must be a list of at least 3"),
+    ({"hood": [[0, 540], [0, 500], [961, 500]]}, "hood point [961, 500] lies outside the "
+                                                 "960x540 image"),
+    ({"hood": [[0, 540], [0, -1], [960, 500]]}, "hood point [0, -1] lies outside"),
+    ({"hood": [[0, 540], [0, float("nan")], [960, 500]]}, "hood points must be finite numbers"),
 ])
 def test_bad_camera_files(tmp_path, changes, message):
-    with pytest.raises(CameraError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(CameraError, match=re.escape(message)):
         load_camera(write(tmp_path, **changes))
 
 
@@ -170,6 +197,27 @@ def test_unreadable_camera_files(tmp_path):
         load_camera(bad)
 
 
+def test_unknown_mount_keys_and_yaml_bombs(tmp_path):
+    """Issue 13, item 6: aliases defined under an unknown `mount` key expanded into K; now any
+    unknown key is refused, anchors and aliases are refused before anything expands, and the
+    file is size-limited."""
+    path = write(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["mount"]["extra"] = 1
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(CameraError, match=r"mount unknown key\(s\) extra \(allowed: x, y, z, "):
+        load_camera(path)
+    laughs = "".join(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+                     for i in range(1, 12))
+    path.write_text("width: 960\nheight: 540\nK: *l11\ndist: []\nmount:\n  l0: &l0 [1]\n"
+                    + laughs)
+    with pytest.raises(CameraError, match="YAML anchors and aliases are not allowed"):
+        load_camera(path)
+    path.write_text(camera_file_text(make_camera()) + "#" * MAX_YAML_BYTES)
+    with pytest.raises(CameraError, match=f"larger than {MAX_YAML_BYTES} bytes"):
+        load_camera(path)
+
+
 def test_kitti_calib(drives):
     camera = read_kitti_calib(drives / "kitti_object" / "calib" / "000001.txt")
     assert camera.K[0, 0] == pytest.approx(721.5377) and camera.K[1, 2] == pytest.approx(172.854)
@@ -181,11 +229,46 @@ def test_kitti_calib(drives):
     assert abs(pixels[0, 0] - camera.K[0, 2]) < 5 and pixels[0, 1] > camera.K[1, 2]
 
 
-def test_kitti_calib_errors(tmp_path):
+def test_kitti_calib_errors(tmp_path, drives):
     bad = tmp_path / "calib.txt"
     bad.write_text("P0: 1 0 0 0 0 1 0 0 0 0 1 0\n")
     with pytest.raises(CameraError, match="needs P2"):
         read_kitti_calib(bad)
+    good = (drives / "kitti_object" / "calib" / "000001.txt").read_text()
+    for key, values, message in (
+            ("P2", "nan " * 12, "the projection matrix must hold finite numbers"),
+            ("P2", "0 " * 12, "focal lengths must be positive"),
+            ("P2", "721 0 609 1e400 0 721 172 0 0 0 1 0", "must hold finite numbers"),
+            ("P2", "721 0 5000 0 0 721 172 0 0 0 1 0", "principal point"),
+            ("R0_rect", "nan " * 9, "mount values must be finite numbers"),
+            ("Tr_velo_to_cam", "0 -1 0 0 0 0 -1 0 1 0 0 -1e6", "mount.x must be between")):
+        bad.write_text("\n".join(f"{key}: {values}" if line.startswith(f"{key}:") else line
+                                 for line in good.splitlines()))
+        with pytest.raises(CameraError, match=message) as error:
+            read_kitti_calib(bad)
+        assert str(error.value).startswith(f"{bad}: ")
+    bad.write_bytes(b"\xff\xfe" * 10)
+    with pytest.raises(CameraError, match="cannot be read as text"):
+        read_kitti_calib(bad)
+    with pytest.raises(CameraError, match="12 numbers"):
+        projection_intrinsics([1.0, 2.0], 10, 10)
+
+
+def test_kitti_folder_with_nan_calibration_is_refused(drives, tmp_path, monkeypatch, capsys):
+    """Issue 13, item 12: `record --kitti` of an object folder whose P2 is all NaN wrote NaN
+    intrinsics and exited 0; it must refuse the frame with one line."""
+    from perception.cli import main as cli_main
+
+    (tmp_path / "k" / "image_2").mkdir(parents=True)
+    (tmp_path / "k" / "calib").mkdir()
+    (tmp_path / "k" / "image_2" / "000001.png").write_bytes(
+        (drives / "kitti_object" / "image_2" / "000001.png").read_bytes())
+    good = (drives / "kitti_object" / "calib" / "000001.txt").read_text()
+    (tmp_path / "k" / "calib" / "000001.txt").write_text("\n".join(
+        "P2: " + "nan " * 12 if line.startswith("P2:") else line for line in good.splitlines()))
+    monkeypatch.setattr("sys.argv", ["perception"])
+    code = cli_main(["record", "--kitti", str(tmp_path / "k"), "--out", str(tmp_path / "o.mcap")])
+    assert code != 0 and "finite" in capsys.readouterr().err
 
 
 def test_carla_camera():
