@@ -23,6 +23,7 @@ from perception.decode import decode_detections, decode_twinlitenet
 from perception.errors import PerceptionError
 from perception.frames import Frame
 from perception.inference import OnnxModel
+from perception.lane_lines import fit_lane_boundaries
 from perception.modelspec import ModelSpec
 from perception.multitask_decode import decode_multitask
 from perception.preprocess import preprocess
@@ -171,9 +172,15 @@ class Perceiver:
                 if output.drivable is not None:
                     result.drivable, result.lanes = output.drivable, output.lanes
                 result.timings_ms.update(output.timings_ms)
-        total_ms = (time.perf_counter() - pending.start) * 1e3
         for result in results:
             result.detections.sort(key=lambda d: -d.score)
+            if result.lanes is not None:
+                started = time.perf_counter()
+                result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width,
+                                                             result.height)
+                result.timings_ms["lane_lines"] = (time.perf_counter() - started) * 1e3
+        total_ms = (time.perf_counter() - pending.start) * 1e3
+        for result in results:
             result.timings_ms["total"] = total_ms
         return results
 

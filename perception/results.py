@@ -26,6 +26,16 @@ class Detection(BaseModel):
         default=None,
         description="Road-user view: car, truck, bus, motorcycle, bicycle, person, "
                     "traffic_light, stop_sign; null for other classes")
+    distance_m: float | None = Field(
+        default=None,
+        description="Forward distance in metres from the camera to where the road user meets "
+                    "the road (its nearest face); set when a camera is known (a plan is made)")
+    distance_source: Literal["ground", "size", "both"] | None = Field(
+        default=None,
+        description="Which estimate gave distance_m: the box bottom on the ground plane, the "
+                    "class's typical size, or both agreeing (see docs/planning.md)")
+    in_path: bool | None = Field(
+        default=None, description="Whether it stands in the ego corridor; set when a plan is made")
 
 
 class EncodedMask(BaseModel):
@@ -44,6 +54,35 @@ class EncodedMask(BaseModel):
 class Masks(BaseModel):
     drivable: EncodedMask | None = None
     lanes: EncodedMask | None = None
+
+
+class LaneBoundary(BaseModel):
+    """One lane line fitted as a polyline, near to far."""
+
+    position: Literal["ego_left", "ego_right", "other"]
+    image_points: list[tuple[float, float]] = Field(description="[[u, v], ...] frame pixels")
+    ground_points: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="[[x, y], ...] metres in the vehicle frame (x forward, y left); with a camera")
+
+
+class EgoLane(BaseModel):
+    """The lane the car is in, from its two fitted boundaries near the car (with a camera)."""
+
+    width_m: float = Field(description="Between the ego-left and ego-right boundaries")
+    offset_m: float = Field(description="The car's distance left (+) of the lane's centre")
+
+
+class CameraCheck(BaseModel):
+    """Does the camera file fit the frames? The horizon seen in the lane lines and the drivable
+    area's edges, compared with the horizon the camera file implies."""
+
+    status: Literal["ok", "mismatch", "unknown"]
+    pitch_error_deg: float | None = Field(
+        default=None, description="Estimated minus configured pitch, degrees (> 0: the camera "
+                                  "looks further down than its file says)")
+    horizon_row: float | None = Field(default=None, description="Estimated horizon row, pixels")
+    expected_row: float | None = Field(default=None, description="The camera file's horizon row")
 
 
 class Control(BaseModel):
@@ -91,6 +130,9 @@ class FrameResult(BaseModel):
     models: list[str] = Field(default_factory=list)
     masks: Masks | None = None
     plan: Plan | None = None
+    lane_boundaries: list[LaneBoundary] = Field(default_factory=list)
+    ego_lane: EgoLane | None = None
+    camera_check: CameraCheck | None = None
     # Runtime-only: uint8 0/1 masks at the segmentation model's resolution.
     drivable: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)
     lanes: SkipJsonSchema[np.ndarray | None] = Field(default=None, exclude=True, repr=False)

@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO))
 ASSETS = Path(os.environ.get("PERCEPTION_ASSETS", REPO.parent / "shared" / "assets"))
 os.environ.setdefault("PERCEPTION_MODELS_MIRROR", str(ASSETS / "models"))
 
-from perception.driving.bev import OBSTACLE_LENGTH_M, birdseye, is_ego_hood  # noqa: E402
+from perception.driving.bev import birdseye, is_ego_hood  # noqa: E402
 from perception.driving.camera import CameraModel, load_camera, read_kitti_calib  # noqa: E402
+from perception.driving.distance import SIZE_PRIORS  # noqa: E402
 from perception.driving.planning import Planner, PlannerConfig  # noqa: E402
 from perception.frames import open_source  # noqa: E402
 from perception.pipeline import Perceiver  # noqa: E402
@@ -62,7 +63,7 @@ def through_road_users(result: FrameResult, camera: CameraModel, waypoints) -> i
     pixels, _ = camera.ground_to_pixel(points)
     hits = 0
     for det in result.detections:
-        if det.category in OBSTACLE_LENGTH_M and not is_ego_hood(det, camera):
+        if det.category in SIZE_PRIORS and not is_ego_hood(det, camera):
             x1, y1, x2, y2 = det.box
             hits += int(((pixels[:, 0] >= x1) & (pixels[:, 0] <= x2) & (pixels[:, 1] >= y1)
                          & (pixels[:, 1] <= y2)).sum())

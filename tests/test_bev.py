@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perception.driving.bev import BevError, BevGrid, birdseye, ipm_maps, warp_to_grid
+from perception.driving.distance import SIZE_PRIORS
 from perception.driving.planning import PlannerState, plan_frame
 from perception.overlay import draw_path, render_bev
 from perception.results import Detection, FrameResult
@@ -78,9 +79,14 @@ def test_obstacle_from_box_bottom():
     assert [o.label for o in found] == ["car", "car"]
     # Beside us the box also covers the car's flank: the bottom-edge centre is pulled toward
     # our lane and the width grows (the safe side), by a few tenths of a metre.
-    assert found[0].x == pytest.approx(14.0, abs=0.3) and found[0].y == pytest.approx(3.6, abs=0.4)
+    # Box-shaped synthetic cars touch the road at their rear face; the ground estimate takes a
+    # real car's overhang off (distance.py), so they may come up to that much nearer.
+    overhang = SIZE_PRIORS["car"].overhang_m
+    assert 14.0 - overhang - 0.3 <= found[0].x <= 14.3
+    assert 2.9 <= found[0].y <= 4.0  # the flank pulls it toward our lane: the safe side
     assert 2.0 <= found[0].width <= 2.8
-    assert found[1].x == pytest.approx(20.0, abs=0.3) and found[1].y == pytest.approx(0.0, abs=0.2)
+    assert 20.0 - overhang - 0.3 <= found[1].x <= 20.3
+    assert found[1].y == pytest.approx(0.0, abs=0.2)
 
 
 def test_hood_box_and_cut_boxes():

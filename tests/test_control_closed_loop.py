@@ -95,7 +95,7 @@ def test_s_curve_cross_track_and_no_oscillation():
 def test_stops_behind_a_stopped_car():
     car_at = 60.0
     road = Road(straight_centre(), cars=[Car(car_at, 0.0)])
-    trace = drive(road, seconds=12.0, speed=10.0)
+    trace = drive(road, seconds=15.0, speed=10.0)
     bumper = trace.x + PlannerConfig().front_m
     gap = car_at - bumper
     decel = -np.diff(trace.speed) / PLAN_DT

@@ -8,7 +8,8 @@ agree); the remap form also handles distorted lenses. Cells the camera does not 
 the image, under the hood line) are marked not `visible`, which the planner treats as unknown,
 never as free.
 
-Obstacles are placed where their box meets the road: the bottom edge of the box, projected.
+Obstacles are placed at the nearer of their two distance estimates (distance.py): where the
+bottom edge of the box meets the road, or what the class's typical size says.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ import cv2
 import numpy as np
 
 from perception.driving.camera import CameraModel
+from perception.driving.distance import SIZE_PRIORS, DistanceEstimate, estimate_distance
 from perception.errors import PerceptionError
 from perception.results import Detection, FrameResult
 
-OBSTACLE_LENGTH_M = {"car": 4.5, "truck": 8.0, "bus": 12.0, "motorcycle": 2.2, "bicycle": 1.8,
-                     "person": 0.6}
 STOP_SIGN_SIZE_M = 0.75  # a US stop sign is 30 inches across
 
 
@@ -128,25 +128,32 @@ def _frame_mask(result: FrameResult, which: str) -> np.ndarray | None:
     return result.mask_at_frame_size(which)
 
 
-def obstacle_from_box(det: Detection, camera: CameraModel, near_x: float) -> Obstacle | None:
-    """Place a road user where the bottom edge of its box meets the road.
+def obstacle_from_box(det: Detection, camera: CameraModel, near_x: float,
+                      estimate: DistanceEstimate | None = None) -> Obstacle | None:
+    """Place a road user on the road at the nearer of its two distance estimates (distance.py),
+    across from the camera along the ray through its box's bottom centre.
 
     A box cut by the bottom of the image hides where it meets the road: it is put at `near_x`
-    (the nearest road the planner cares about), the safe side. Returns None above the horizon.
+    (the nearest road the planner cares about), the safe side. Returns None when neither
+    estimate exists and the box is not cut (above the horizon, no size prior).
     """
     x1, _, x2, y2 = det.box
-    bottom = np.array([[x1, y2], [(x1 + x2) / 2, y2], [x2, y2]])
-    ground, below = camera.pixel_to_ground(bottom)
-    if not below.all():
+    if estimate is None:
+        estimate = estimate_distance(det, camera)
+    nearest = estimate.nearest_m if estimate is not None else None
+    cut = y2 >= camera.height - 2
+    if nearest is None and not cut:
         return None
-    left, centre, right = ground
-    x = float(centre[0])
-    if y2 >= camera.height - 2:
+    x = near_x if nearest is None else camera.mount.x + nearest
+    if cut:
         x = min(x, near_x)
-    width = float(np.clip(abs(left[1] - right[1]), 0.3, 4.0))
+    forward = max(x - camera.mount.x, 0.1)
+    ray = camera.pixel_rays(np.array([[(x1 + x2) / 2, min(y2, camera.height - 1.0)]]))[0]
+    y = camera.mount.y + ray[1] / max(ray[0], 1e-6) * forward
+    width = float(np.clip((x2 - x1) * forward / camera.K[0, 0], 0.3, 4.0))
     label = det.category or det.label
-    return Obstacle(x=x, y=float(centre[1]), width=width,
-                    length=OBSTACLE_LENGTH_M.get(label, 2.0), label=label)
+    return Obstacle(x=float(x), y=float(y), width=width,
+                    length=SIZE_PRIORS[det.category].length_m, label=label)
 
 
 def is_ego_hood(det: Detection, camera: CameraModel) -> bool:
@@ -166,8 +173,10 @@ def stop_sign_distance(det: Detection, camera: CameraModel) -> float:
 
 
 def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid(),
-             near_x: float = 0.0) -> BirdsEye:
-    """Lay a frame's masks and boxes onto the grid."""
+             near_x: float = 0.0, estimates: list[DistanceEstimate | None] | None = None
+             ) -> BirdsEye:
+    """Lay a frame's masks and boxes onto the grid; `estimates` are the detections' distances
+    (distance.py), made here when not given."""
     if (result.width, result.height) != (camera.width, camera.height):
         raise BevError(f"frame is {result.width}x{result.height} but the camera file describes "
                        f"{camera.width}x{camera.height} images")
@@ -177,11 +186,13 @@ def birdseye(result: FrameResult, camera: CameraModel, grid: BevGrid = BevGrid()
         mask = _frame_mask(result, which)
         layers[which] = None if mask is None else warp_to_grid(mask, camera, grid)
     obstacles, stop_signs = [], []
-    for det in result.detections:
+    if estimates is None:
+        estimates = [estimate_distance(det, camera) for det in result.detections]
+    for det, estimate in zip(result.detections, estimates, strict=True):
         if det.category == "stop_sign":
             stop_signs.append(stop_sign_distance(det, camera))
-        elif det.category in OBSTACLE_LENGTH_M and not is_ego_hood(det, camera):
-            obstacle = obstacle_from_box(det, camera, near_x)
+        elif det.category in SIZE_PRIORS and not is_ego_hood(det, camera):
+            obstacle = obstacle_from_box(det, camera, near_x, estimate)
             if obstacle is not None:
                 obstacles.append(obstacle)
     return BirdsEye(grid, visible, layers["drivable"], layers["lanes"], obstacles,

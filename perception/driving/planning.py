@@ -31,10 +31,16 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from perception.driving.bev import BevGrid, BirdsEye, birdseye
-from perception.driving.camera import CameraModel
+from perception.driving.bev import BevGrid, BirdsEye, birdseye, is_ego_hood
+from perception.driving.camera import CameraModel, fit_to_frame
 from perception.driving.control import ControlConfig, PidState, pure_pursuit_steer, speed_pid
+from perception.driving.corridor import box_in_corridor, corridor_mask, horizon_row
+from perception.driving.distance import DistanceEstimate, annotate_distances
+from perception.driving.hood import HoodEstimator, drop_hood, hood_mask
+from perception.driving.horizon import HorizonCheck, check_still
+from perception.driving.lanes import lanes_on_ground
 from perception.errors import PerceptionError
+from perception.lane_lines import fit_lane_boundaries
 from perception.modelspec import ModelSpec
 from perception.results import Control, FrameResult, Plan, PlanObstacle
 
@@ -72,6 +78,9 @@ class PlannerConfig:
     brake_rate_per_s: float = 2.0
     stop_sign_wait_s: float = 2.0
     blind_speed_mps: float = 5.0  # speed cap when no detector runs
+    reaction_s: float = 1.0  # perception latency and actuation before braking starts
+    creep_within_m: float = 20.0  # an in-path road user this near (camera distance): creep
+    creep_speed_mps: float = 3.0
     control: ControlConfig = ControlConfig()
 
 
@@ -120,9 +129,7 @@ class Planner:
                  detections_available: bool = True) -> None:
         self.camera, self.config = camera, config
         self.detections_available = detections_available  # False: obstacles unseen, go slow
-        self.state = PlannerState()
-        self.last_result: FrameResult | None = None
-        self.bev: BirdsEye | None = None  # the grid of the last plan (None on early stops)
+        self.reset()
 
     @classmethod
     def for_models(cls, camera: CameraModel, specs: Sequence[ModelSpec],
@@ -131,15 +138,43 @@ class Planner:
         (see `check_plannable`)."""
         return cls(camera, config, check_plannable(specs))
 
-    def step(self, result: FrameResult | None, now: float, speed_mps: float | None = None
-             ) -> Plan:
+    def reset(self, still: bool = False) -> None:
+        """Forget everything carried from frame to frame: the next frame starts a new drive
+        (a new log), or is an unrelated still (`still`: judged alone, e.g. its camera check)."""
+        self.state = PlannerState()
+        self.still = still
+        self.last_result: FrameResult | None = None
+        self.last_camera = self.camera
+        self.bev: BirdsEye | None = None  # the grid of the last plan (None on early stops)
+        self.horizon = HorizonCheck()
+        self.hood = HoodEstimator()
+
+    def step(self, result: FrameResult | None, now: float, speed_mps: float | None = None,
+             image: np.ndarray | None = None) -> Plan:
         """The plan at time `now` (the clock of `result.timestamp`) for a new result, or, with
         None, for the last one: its age decides whether it is still usable or a safe stop.
-        The plan and its time are also set on the result (`plan`, `timings_ms["plan"]`)."""
+
+        A new result is first made to fit the camera (`fit_to_frame`: CameraError when it
+        cannot), loses what lies on our own hood (the camera's polygon, or one learnt from the
+        frames, `image`, of a drive), gets its lane boundaries on the ground and the camera
+        check; planning then sets the distances, `in_path`, `plan` and `timings_ms["plan"]`.
+        """
         started = time.perf_counter()
         if result is not None:
-            self.last_result = result
-        output = plan_frame(self.last_result, self.camera, self.state, now, speed_mps,
+            camera = fit_to_frame(self.camera, result.width, result.height)
+            hood = hood_mask(camera)
+            if hood is None and camera.hood is None and image is not None and not self.still:
+                hood = self.hood.update(image)
+            drop_hood(result, hood)
+            if result.lanes is not None and (hood is not None or not result.lane_boundaries):
+                result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width,
+                                                             result.height)
+            result.lane_boundaries, result.ego_lane = lanes_on_ground(result.lane_boundaries,
+                                                                      camera)
+            result.camera_check = (check_still(result, camera) if self.still
+                                   else self.horizon.update(result, camera))
+            self.last_result, self.last_camera = result, camera
+        output = plan_frame(self.last_result, self.last_camera, self.state, now, speed_mps,
                             self.config, self.detections_available)
         self.state, self.bev = output.state, output.bev
         if result is not None:
@@ -403,6 +438,66 @@ def speed_profile(best: Candidate, bev: BirdsEye, state: PlannerState, dt: float
     return float(target), reasons
 
 
+# --- road users ------------------------------------------------------------------------------
+
+def camera_mismatch(result: FrameResult, estimates: list[DistanceEstimate | None]) -> list[str]:
+    """Reasons to doubt the camera file: a road user whose two distance estimates disagree
+    (distance.py), or a horizon check that says the file's pitch is off (horizon.py)."""
+    reasons = []
+    doubted = [(det, est) for det, est in zip(result.detections, estimates, strict=True)
+               if est is not None and est.disagree]
+    if doubted:
+        det, est = min(doubted, key=lambda pair: pair[1].nearest_m or math.inf)
+        ground = "above the horizon" if est.ground_m is None else f"{est.ground_m:.1f} m"
+        reasons.append(f"camera_mismatch: {det.category} at {est.size_m:.1f} m by its size but "
+                       f"{ground} by the ground; planning with the nearer")
+    check = result.camera_check
+    if check is not None and check.status == "mismatch" and check.pitch_error_deg is not None:
+        reasons.append(f"camera_mismatch: the horizon says the pitch is off by "
+                       f"{check.pitch_error_deg:+.1f} deg")
+    return reasons
+
+
+def stopping_speed(gap_m: float, config: PlannerConfig) -> float:
+    """The highest speed from which the car stops within `gap_m`: it travels `reaction_s`
+    before braking at `comfort_decel_mps2` (v t + v^2 / 2a = gap)."""
+    a, t = config.comfort_decel_mps2, config.reaction_s
+    return max(0.0, -a * t + math.sqrt((a * t) ** 2 + 2 * a * max(0.0, gap_m)))
+
+
+def in_path_limits(result: FrameResult, estimates: list[DistanceEstimate | None],
+                   camera: CameraModel, path: np.ndarray, config: PlannerConfig
+                   ) -> list[tuple[float, str]]:
+    """Speed limits for road users in the ego corridor as the image shows it (corridor.py),
+    independent of where the bird's-eye view put them: stop before the nearer distance
+    estimate, and be down to a creep when it is within `creep_within_m` (without tracking, one
+    frame cannot tell whether it moves); stop when neither estimate exists. Sets each road
+    user's `in_path`."""
+    # The corridor along the chosen path and straight ahead: a path that swerves around a road
+    # user still starts out toward it.
+    half = config.half_width_m + config.margin_m
+    corridor = corridor_mask(camera, path, half, near_m=config.front_m) | corridor_mask(
+        camera, np.empty((0, 2)), half, near_m=config.front_m)
+    horizon = horizon_row(camera)
+    limits = []
+    for det, est in zip(result.detections, estimates, strict=True):
+        if est is None or is_ego_hood(det, camera):
+            continue
+        det.in_path = box_in_corridor(det.box, corridor, horizon)
+        if not det.in_path:
+            continue
+        nearest = est.nearest_m
+        if nearest is None:
+            limits.append((0.0, f"{det.category} in path, distance unknown"))
+            continue
+        gap = camera.mount.x + nearest - config.front_m - config.stop_gap_m
+        # Slow down smoothly to a creep by `creep_within_m`, then stop short of it.
+        creep = config.creep_speed_mps + stopping_speed(nearest - config.creep_within_m, config)
+        limits.append((min(stopping_speed(gap, config), creep),
+                       f"{det.category} in path at {nearest:.1f} m"))
+    return limits
+
+
 # --- the whole step --------------------------------------------------------------------------
 
 def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
@@ -426,22 +521,29 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     if result.drivable is None:
         return safe_stop(["no drivable-area mask (is a segmentation model loaded?)"],
                          state, now, dt, config)
-    bev = birdseye(result, camera, config.grid, near_x=config.front_m)
+    estimates = annotate_distances(result.detections, camera)
+    bev = birdseye(result, camera, config.grid, near_x=config.front_m, estimates=estimates)
     cost = cost_grid(bev, config)
     previous = previous_path(state.previous, speed_mps, dt, config)
     best = None if cost is None else score_candidates(cost, bev, previous, config)
     if best is None:
         return safe_stop([why_nothing_ahead(cost, bev, config)], state, now, dt, config, bev)
 
-    reasons = []  # inputs we plan without: the plan is `degraded`
+    reasons = []  # inputs we plan without or doubt: the plan is `degraded`
     if bev.lanes is None:
         reasons.append("no lane mask: keeping to the drivable area")
+    reasons += camera_mismatch(result, estimates)
     if not detections_available:
         reasons.append(f"no detector: obstacles unseen, speed capped at "
                        f"{config.blind_speed_mps:.1f} m/s")
     status = "degraded" if reasons else "ok"
     state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
     target, why_slow = speed_profile(best, bev, state, dt, config)
+    in_path = in_path_limits(result, estimates, camera, best.points, config)
+    for limit, why in in_path:
+        if limit < target:
+            target = limit
+        why_slow.append(why)
     if not detections_available:
         target = min(target, config.blind_speed_mps)
     keep = (best.points[:, 0] >= cost.start_x) & np.isclose(best.s % 1.0, 0.0)  # every metre
