@@ -23,7 +23,10 @@ import numpy as np
 import pytest
 import uvicorn
 
+from perception.frames import Frame
+from perception.modelspec import InputSpec, ModelSpec
 from perception.pipeline import Perceiver
+from perception.results import CameraCheck, Detection, EgoLane, FrameResult, LaneBoundary
 from serving.http.app import create_app
 from serving.service import ServeConfig, Service
 
@@ -46,6 +49,9 @@ CAMERAS = {"bdd100k": Path(__file__).resolve().parents[1] / "perception" / "came
            / "bdd100k_1280x720.yaml"}
 CAR_BLUE = (0x4F, 0xC3, 0xF7)  # CATEGORY_COLOURS.car in app.js
 PATH_MAGENTA = (0xFF, 0x4F, 0xD8)  # PATH_COLOUR in app.js
+IN_PATH_RED = (0xFF, 0x3D, 0x00)  # IN_PATH_COLOUR in app.js
+EGO_CYAN = (0x00, 0xE5, 0xFF)  # EGO_BOUNDARY_COLOUR
+OTHER_WHITE = (0xEC, 0xEF, 0xF1)  # OTHER_BOUNDARY_COLOUR
 
 
 @contextmanager
@@ -305,3 +311,82 @@ def test_api_key_is_asked_for_and_used(browser, models_mirror: Path, assets: Pat
             page.click("#stop")
         finally:
             page.close()
+
+
+class FilledPerceiver:
+    """The Perceiver's interface; every frame gets the same hand-filled result of issue 12: two
+    cars with distances (one in the ego path), a traffic light without, three lane boundaries,
+    the ego lane and a camera check that says the camera file does not fit."""
+
+    # An input as large as a real model's: the service decodes the 1280x720 frame in full.
+    specs = [ModelSpec("filled", "detection", "yolox", InputSpec(640, 640), classes=("car",))]
+    model_names = ["filled"]
+    detections = [
+        Detection(class_id=2, label="car", score=0.87, box=(560, 380, 720, 480), category="car",
+                  distance_m=12.3, distance_source="both", in_path=True),
+        Detection(class_id=2, label="car", score=0.64, box=(900, 390, 1100, 500),
+                  category="car", distance_m=143.4, distance_source="ground", in_path=False),
+        Detection(class_id=9, label="traffic light", score=0.5, box=(700, 100, 720, 150),
+                  category="traffic_light")]
+    lanes = [
+        LaneBoundary(position="ego_left", image_points=[(380, 700), (600, 470)],
+                     ground_points=[(3.5, 1.8), (20.0, 1.7)]),
+        LaneBoundary(position="ego_right", image_points=[(1000, 700), (700, 470)],
+                     ground_points=[(3.5, -1.9), (20.0, -1.8)]),
+        LaneBoundary(position="other", image_points=[(60, 700), (520, 470)])]
+
+    def perceive(self, frames: list[Frame]) -> list[FrameResult]:
+        return [FrameResult(
+            frame_index=f.index, source=f.source, timestamp=f.timestamp, width=f.width,
+            height=f.height, models=self.model_names, detections=self.detections,
+            lane_boundaries=self.lanes, ego_lane=EgoLane(width_m=3.55, offset_m=-0.2),
+            camera_check=CameraCheck(status="mismatch", pitch_error_deg=2.5))
+            for f in frames]
+
+    def close(self) -> None:
+        pass
+
+
+def near(pixel: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    """This colour, mostly opaque (a thin line's centre is a little antialiased)."""
+    return int(np.abs(pixel[:3].astype(int) - colour).max()) <= 2 and pixel[3] > 200
+
+
+def test_distance_in_path_lanes_and_camera_check_are_shown(browser, assets: Path,
+                                                           artefacts: Path) -> None:
+    """A server whose results carry distances, lane boundaries, the ego lane and a camera
+    check (filled by hand: no camera, so the page falls back to detections and masks)."""
+    service = Service(ServeConfig(models=["filled"]), FilledPerceiver)
+    with live_server(create_app(service)) as url:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(f"{url}/")
+            page.wait_for_selector("#ready.pill-ok", timeout=15_000)
+            page.set_input_files("#file-input", str(assets / STILL))
+            page.wait_for_function("document.body.dataset.results === '1'", timeout=30_000)
+            listed = page.eval_on_selector_all(
+                "#detections li.detection",
+                "items => items.map(i => [i.querySelector('span').textContent,"
+                " i.dataset.distance ?? null, i.classList.contains('in-path')])")
+            assert listed == [["car 12.3 m", "12.3", True], ["car 143 m", "143.4", False],
+                              ["traffic light", None, False]]
+            assert page.inner_text("#lane-info") == (
+                "lane 3.5 m wide, car 0.20 m right of centre · camera mismatch (pitch +2.5°)")
+            assert "warn" in page.get_attribute("#lane-info", "class")
+
+            overlay = canvas_rgba(page, "overlay-canvas")
+            assert near(overlay[430, 560], IN_PATH_RED)  # the in-path car's left edge
+            assert near(overlay[445, 900], CAR_BLUE)  # the parked car keeps its colour
+            assert near(overlay[585, 490], EGO_CYAN)  # halfway along the ego-left line
+            assert near(overlay[585, 290], OTHER_WHITE)  # and along the other lane's line
+            bev = canvas_rgba(page, "bev-canvas")
+            assert (np.abs(bev[..., :3].astype(int) - EGO_CYAN).max(axis=-1) <= 2).sum() > 40
+            page.screenshot(path=str(artefacts / "distance_lanes.png"))
+
+            page.uncheck("#layer-lanes")  # the lane layer holds the boundaries too
+            assert not near(canvas_rgba(page, "overlay-canvas")[585, 490], EGO_CYAN)
+        finally:
+            page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

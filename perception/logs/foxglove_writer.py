@@ -4,9 +4,11 @@ Topics (all protobuf Foxglove schemas, except the raw result in JSON):
 
     /camera/image            foxglove.CompressedImage     the camera frame (JPEG, or the log's own)
     /camera/calibration      foxglove.CameraCalibration   intrinsics (nominal if the log has none)
-    /perception/annotations  foxglove.ImageAnnotations    boxes, labels and lane points
+    /perception/annotations  foxglove.ImageAnnotations    boxes, labels with distance, lane
+                                                          points and fitted lane boundaries
     /perception/overlay      foxglove.CompressedImage     frame with the drivable area tinted
-    /perception/plan         foxglove.SceneUpdate         planned path and obstacles (base_link)
+    /perception/plan         foxglove.SceneUpdate         planned path, obstacles and lane
+                                                          boundaries on the road (base_link)
     /tf                      foxglove.FrameTransform      base_link -> camera mount
     /perception/result       JSON (jsonschema)            the FrameResult, as `perception run`
 
@@ -52,8 +54,8 @@ from perception.driving.camera import R_OPTICAL, CameraModel
 from perception.frames import Frame
 from perception.logs.camera_info import CameraInfo
 from perception.logs.files import atomic_output
-from perception.overlay import draw_result
-from perception.results import FrameResult, Plan
+from perception.overlay import detection_text, draw_result
+from perception.results import FrameResult, LaneBoundary, Plan
 
 IMAGE_TOPIC = "/camera/image"
 CALIBRATION_TOPIC = "/camera/calibration"
@@ -71,7 +73,10 @@ NOMINAL_POSITION = (0.0, 0.0, 1.5)
 RESULT_SCHEMA = json.dumps(FrameResult.model_json_schema(mode="serialization"))
 
 BOX_COLOR = Color(r=1.0, g=0.63, b=0.0, a=1.0)
+IN_PATH_COLOR = Color(r=1.0, g=0.16, b=0.0, a=1.0)  # a road user in the ego path, thicker box
 LANE_COLOR = Color(r=1.0, g=0.0, b=0.0, a=1.0)
+EGO_BOUNDARY_COLOR = Color(r=0.0, g=1.0, b=1.0, a=1.0)  # the ego lane's left and right lines
+OTHER_BOUNDARY_COLOR = Color(r=0.9, g=0.9, b=0.9, a=1.0)
 WHITE = Color(r=1.0, g=1.0, b=1.0, a=1.0)
 LABEL_BACKGROUND = Color(r=0.0, g=0.0, b=0.0, a=0.6)
 PLAN_COLORS = {"ok": Color(r=0.1, g=0.9, b=0.2, a=1.0),
@@ -120,8 +125,9 @@ class FoxgloveWriter:
             self.write_protobuf(OVERLAY_TOPIC, ns, CompressedImage(
                 timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
                 data=jpeg(draw_result(frame.image, masks_only))))
-        if result.plan is not None:
-            self.write_protobuf(PLAN_TOPIC, ns, scene(result.plan, stamp))
+        road = scene(result, stamp)
+        if road.entities:
+            self.write_protobuf(PLAN_TOPIC, ns, road)
         self.write_json(RESULT_TOPIC, ns, result.model_dump(mode="json"),
                         schema_name="perception.FrameResult", schema=RESULT_SCHEMA)
 
@@ -208,18 +214,27 @@ def calibration(info: CameraInfo, stamp: Timestamp) -> CameraCalibration:
 
 
 def annotations(result: FrameResult, stamp: Timestamp) -> ImageAnnotations:
-    """A closed box and a 'label score' text per detection; lane pixels as points."""
+    """A closed box and a 'label score distance' text per detection (road users in the ego path
+    thicker, red); lane pixels as points; each fitted lane boundary as a line strip (the ego
+    lane's bold cyan, others thin white)."""
     message = ImageAnnotations()
     for detection in result.detections:
         x1, y1, x2, y2 = detection.box
         message.points.append(PointsAnnotation(
-            timestamp=stamp, type=PointsAnnotation.LINE_LOOP, thickness=2,
-            outline_color=BOX_COLOR,
+            timestamp=stamp, type=PointsAnnotation.LINE_LOOP,
+            thickness=4 if detection.in_path else 2,
+            outline_color=IN_PATH_COLOR if detection.in_path else BOX_COLOR,
             points=[Point2(x=x1, y=y1), Point2(x=x2, y=y1), Point2(x=x2, y=y2),
                     Point2(x=x1, y=y2)]))
         message.texts.append(TextAnnotation(
             timestamp=stamp, position=Point2(x=x1, y=y1), font_size=14, text_color=WHITE,
-            background_color=LABEL_BACKGROUND, text=f"{detection.label} {detection.score:.2f}"))
+            background_color=LABEL_BACKGROUND, text=detection_text(detection)))
+    for boundary in result.lane_boundaries:
+        ego = boundary.position != "other"
+        message.points.append(PointsAnnotation(
+            timestamp=stamp, type=PointsAnnotation.LINE_STRIP, thickness=4 if ego else 2,
+            outline_color=EGO_BOUNDARY_COLOR if ego else OTHER_BOUNDARY_COLOR,
+            points=[Point2(x=u, y=v) for u, v in boundary.image_points]))
     lanes = result.mask_at_frame_size("lanes")
     if lanes is not None:
         ys, xs = np.nonzero(lanes[::LANE_POINT_STEP, ::LANE_POINT_STEP])
@@ -232,9 +247,20 @@ def annotations(result: FrameResult, stamp: Timestamp) -> ImageAnnotations:
     return message
 
 
-def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
-    """The plan's path as a line and its obstacles as boxes (1.5 m tall, as deep as wide), in
-    the vehicle frame; status, target speed and reasons as the entity's metadata."""
+def scene(result: FrameResult, stamp: Timestamp) -> SceneUpdate:
+    """In the vehicle frame: the plan (entity `plan`) and the lane boundaries that have ground
+    points (entity `lanes`); no entity for what the result lacks."""
+    entities = []
+    if result.plan is not None:
+        entities.append(plan_entity(result, result.plan, stamp))
+    if any(boundary.ground_points for boundary in result.lane_boundaries):
+        entities.append(lanes_entity(result, stamp))
+    return SceneUpdate(entities=entities)
+
+
+def plan_entity(result: FrameResult, plan: Plan, stamp: Timestamp) -> SceneEntity:
+    """The plan's path as a line and its obstacles as boxes (1.5 m tall, as deep as wide);
+    status, target speed, reasons and the camera check as the entity's metadata."""
     path = LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.3,
                          color=PLAN_COLORS[plan.status], pose=Pose(orientation=Quaternion(w=1.0)),
                          points=[Point3(x=x, y=y, z=0.0) for x, y in plan.waypoints])
@@ -245,9 +271,36 @@ def scene(plan: Plan, stamp: Timestamp) -> SceneUpdate:
     metadata = [KeyValuePair(key="status", value=plan.status),
                 KeyValuePair(key="target_speed_mps", value=f"{plan.target_speed_mps:.2f}"),
                 KeyValuePair(key="reasons", value="; ".join(plan.reasons))]
-    entity = SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
-                         cubes=cubes, metadata=metadata)
-    return SceneUpdate(entities=[entity])
+    check = result.camera_check
+    if check is not None:
+        metadata.append(KeyValuePair(key="camera_check", value=check.status))
+        if check.pitch_error_deg is not None:
+            metadata.append(KeyValuePair(key="camera_pitch_error_deg",
+                                         value=f"{check.pitch_error_deg:+.2f}"))
+    return SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="plan", lines=[path],
+                       cubes=cubes, metadata=metadata)
+
+
+def lanes_entity(result: FrameResult, stamp: Timestamp) -> SceneEntity:
+    """Each lane boundary on the road as a line (the ego lane's thicker, cyan); the ego lane's
+    width and the car's offset in it as metadata."""
+    lines = [lane_line(boundary) for boundary in result.lane_boundaries
+             if boundary.ground_points]
+    metadata = []
+    if result.ego_lane is not None:
+        metadata = [KeyValuePair(key="ego_lane_width_m", value=f"{result.ego_lane.width_m:.2f}"),
+                    KeyValuePair(key="ego_lane_offset_m",
+                                 value=f"{result.ego_lane.offset_m:+.2f}")]
+    return SceneEntity(timestamp=stamp, frame_id=VEHICLE_FRAME, id="lanes", lines=lines,
+                       metadata=metadata)
+
+
+def lane_line(boundary: LaneBoundary) -> LinePrimitive:
+    ego = boundary.position != "other"
+    return LinePrimitive(type=LinePrimitive.LINE_STRIP, thickness=0.15 if ego else 0.08,
+                         color=EGO_BOUNDARY_COLOR if ego else OTHER_BOUNDARY_COLOR,
+                         pose=Pose(orientation=Quaternion(w=1.0)),
+                         points=[Point3(x=x, y=y, z=0.0) for x, y in boundary.ground_points])
 
 
 def quaternion(rotation: np.ndarray) -> Quaternion:

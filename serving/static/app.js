@@ -21,7 +21,14 @@ const CATEGORY_COLOURS = {
   motorcycle: "#ffd54f", traffic_light: "#69f0ae", stop_sign: "#ff5252",
 };
 const OTHER_COLOUR = "#cfd8dc";
+const IN_PATH_COLOUR = "#ff3d00";   // a road user in the ego path: this colour, a thicker box
+const EGO_BOUNDARY_COLOUR = "#00e5ff";   // the ego lane's left and right lines
+const OTHER_BOUNDARY_COLOUR = "#eceff1";
 const PATH_COLOUR = "#ff4fd8";
+const DISTANCE_SOURCES = {
+  ground: "where the box meets the road", size: "the class's typical size",
+  both: "where the box meets the road and the typical size, agreeing",
+};
 const PLAN_PILLS = { ok: "pill-ok", degraded: "pill-warn", safe_stop: "pill-bad" };
 
 const $ = (id) => document.getElementById(id);
@@ -373,6 +380,7 @@ async function showResult(result, picture, roundTripMs) {
   drawOverlay();
   drawBev();
   showControl(result.plan);
+  showLane(result.ego_lane, result.camera_check);
   listDetections(result.detections || []);
   stats.results += 1;
   stats.times.push(performance.now());
@@ -401,6 +409,10 @@ function drawOverlay() {
   context.clearRect(0, 0, overlayCanvas.width, overlayCanvas.height);
   if ($("layer-drivable").checked && masks.drivable) context.drawImage(masks.drivable, 0, 0);
   if ($("layer-lanes").checked && masks.lanes) context.drawImage(masks.lanes, 0, 0);
+  if ($("layer-lanes").checked) {
+    drawBoundaries(context, result.lane_boundaries || [], "image_points", (u, v) => [u, v],
+                   Math.max(2, result.width / 640));
+  }
   if ($("layer-path").checked) drawImagePath(context, result.plan);
   if ($("layer-boxes").checked) drawBoxes(context, result.detections || [], result.width);
 }
@@ -430,19 +442,32 @@ async function maskLayer(encoded, [r, g, b, a]) {
   return canvas;
 }
 
+// "12.3 m", whole metres from 100 m; the detection's distance is set when a plan is made.
+function distanceText(metres) {
+  return metres < 100 ? `${metres.toFixed(1)} m` : `${Math.round(metres)} m`;
+}
+
+function boxColour(d) {
+  return d.in_path ? IN_PATH_COLOUR : CATEGORY_COLOURS[d.category] || OTHER_COLOUR;
+}
+
 function drawBoxes(context, detections, frameWidth) {
   const line = Math.max(2, frameWidth / 450);
   const fontSize = Math.round(Math.max(12, frameWidth / 75));
   context.font = `600 ${fontSize}px system-ui, sans-serif`;
   context.textBaseline = "top";
-  // Lowest score first, so the surest boxes and their labels end up on top.
-  for (const d of [...detections].sort((a, b) => a.score - b.score)) {
+  // Lowest score first, so the surest boxes and their labels end up on top; road users in the
+  // ego path last of all.
+  const order = (a, b) => Boolean(a.in_path) - Boolean(b.in_path) || a.score - b.score;
+  for (const d of [...detections].sort(order)) {
     const [x1, y1, x2, y2] = d.box;
-    const colour = CATEGORY_COLOURS[d.category] || OTHER_COLOUR;
-    context.lineWidth = line;
+    const colour = boxColour(d);
+    context.lineWidth = d.in_path ? 2 * line : line;
     context.strokeStyle = colour;
     context.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const text = `${d.label} ${Math.round(d.score * 100)}%`;
+    const distance = d.distance_m === null || d.distance_m === undefined
+      ? "" : ` ${distanceText(d.distance_m)}`;
+    const text = `${d.label} ${Math.round(d.score * 100)}%${distance}`;
     const width = context.measureText(text).width + fontSize * 0.6;
     const height = fontSize * 1.3;
     const top = y1 - height >= 0 ? y1 - height : y1;
@@ -450,6 +475,28 @@ function drawBoxes(context, detections, frameWidth) {
     context.fillRect(x1 - line / 2, top, width, height);
     context.fillStyle = "#0b0e12";
     context.fillText(text, x1 + fontSize * 0.3, top + fontSize * 0.15);
+  }
+}
+
+// Fitted lane lines, near to far: the ego lane's bold and cyan, other lanes' thin and white.
+// `key` picks the points (image_points in frame pixels, ground_points in metres) and `toPx`
+// maps one to the canvas.
+function drawBoundaries(context, boundaries, key, toPx, width) {
+  context.lineCap = "round";
+  context.lineJoin = "round";
+  const egoLast = (a, b) => (a.position !== "other") - (b.position !== "other");
+  for (const boundary of [...boundaries].sort(egoLast)) {
+    const points = boundary[key];
+    if (!points || points.length < 2) continue;
+    const ego = boundary.position !== "other";
+    context.strokeStyle = ego ? EGO_BOUNDARY_COLOUR : OTHER_BOUNDARY_COLOUR;
+    context.lineWidth = ego ? 2 * width : width;
+    context.beginPath();
+    points.forEach(([a, b], i) => {
+      const [u, v] = toPx(a, b);
+      if (i) context.lineTo(u, v); else context.moveTo(u, v);
+    });
+    context.stroke();
   }
 }
 
@@ -495,6 +542,9 @@ function drawBev() {
     context.drawImage(bev, left, top, (yMax - yMin) * scale, (xMax - xMin) * scale);
   }
   drawBevGrid(context, toPx, area, scale);
+  if ($("layer-lanes").checked && result) {
+    drawBoundaries(context, result.lane_boundaries || [], "ground_points", toPx, 1.5);
+  }
   drawBevObstacles(context, toPx, (plan && plan.obstacles) || [], scale);
   if ($("layer-path").checked && plan && plan.waypoints && plan.waypoints.length) {
     context.strokeStyle = PATH_COLOUR;
@@ -607,6 +657,26 @@ function showControl(plan) {
   $("speed").textContent = `target ${speed.toFixed(1)} m/s · ${(speed * 3.6).toFixed(0)} km/h`;
 }
 
+// The ego lane and whether the camera file fits the frames, under the bird's-eye view.
+function showLane(egoLane, check) {
+  const parts = [];
+  if (egoLane) {
+    const { width_m: width, offset_m: offset } = egoLane;
+    const side = offset > 0 ? "left of" : offset < 0 ? "right of" : "on";
+    parts.push(`lane ${width.toFixed(1)} m wide, car ${Math.abs(offset).toFixed(2)} m ${side} centre`);
+  }
+  const info = $("lane-info");
+  info.className = "lane-info";
+  if (check) {
+    const error = check.pitch_error_deg;
+    const pitch = error === null || error === undefined
+      ? "" : ` (pitch ${error > 0 ? "+" : ""}${error.toFixed(1)}°)`;
+    parts.push(`camera ${check.status}${pitch}`);
+    if (check.status === "mismatch") info.classList.add("warn");
+  }
+  info.textContent = parts.join(" · ");
+}
+
 function listDetections(detections) {
   const list = $("detections");
   list.replaceChildren();
@@ -624,11 +694,22 @@ function listDetections(detections) {
     item.dataset.label = d.label;
     item.dataset.score = String(d.score);
     item.dataset.box = d.box.join(",");
+    const known = d.distance_m !== null && d.distance_m !== undefined;
+    if (known) item.dataset.distance = String(d.distance_m);
+    if (d.in_path) item.classList.add("in-path");
     const swatch = document.createElement("i");
     swatch.className = "sw";
-    swatch.style.background = CATEGORY_COLOURS[d.category] || OTHER_COLOUR;
+    swatch.style.background = boxColour(d);
     const label = document.createElement("span");
     label.textContent = d.label;
+    if (known) {
+      const distance = document.createElement("span");
+      distance.className = "distance";
+      distance.textContent = distanceText(d.distance_m);
+      distance.title = `distance from ${DISTANCE_SOURCES[d.distance_source] || "?"}` +
+                       (d.in_path ? "; in the ego path" : "");
+      label.append(" ", distance);
+    }
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = `${Math.round(d.score * 100)}%`;
