@@ -2,8 +2,11 @@
 
 Every random choice comes from the `numpy.random.Generator` passed in, so a run is repeatable
 from its seed. Geometry (crop-and-scale, horizontal flip) is applied to the image, the masks and
-the boxes together; photometric changes (colour, blur) touch the image alone. Flipping mirrors
-lane lines with the road, so left/right stay consistent without any lane bookkeeping.
+the boxes together; photometric changes touch the image alone: colour, contrast, and what
+breaks a day-trained model, each with its own probability: night (lower exposure, gamma,
+sensor noise, a colour temperature shift, headlight glare), rain (streaks, a veil, blur) and
+motion blur. Flipping mirrors lane lines with the road, so left/right stay consistent without
+any lane bookkeeping.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ class Augment:
     brightness: float = 0.35
     contrast: float = 0.3
     blur: float = 0.2  # probability of a Gaussian blur
+    night: float = 0.25  # probability of the low-light chain (`night`)
+    rain: float = 0.1  # probability of rain streaks and a veil (`rain`)
+    motion_blur: float = 0.1  # probability of a horizontal or vertical motion blur
 
 
 def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
@@ -82,6 +88,60 @@ def photometric(image: np.ndarray, rng: np.random.Generator, config: Augment) ->
     return image
 
 
+def night(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Low light: exposure down, gamma up, a colour temperature shift (sodium lamps or cold
+    LEDs), a few headlight/streetlight glares, then sensor noise (noise after the light)."""
+    pixels = image.astype(np.float32) / 255
+    pixels = (pixels * rng.uniform(0.25, 0.8)) ** rng.uniform(1.0, 2.2)
+    warm = rng.uniform(-0.15, 0.25)  # > 0: orange (B down, R up), < 0: blue
+    pixels *= np.array([1 - warm, 1.0, 1 + warm], np.float32)
+    height, width = image.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    for _ in range(int(rng.integers(0, 4))):
+        cx, cy = rng.uniform(0, width), rng.uniform(0.3 * height, 0.8 * height)
+        radius = rng.uniform(0.01, 0.06) * width
+        glow = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius ** 2))
+        pixels += glow[..., None] * rng.uniform(0.5, 1.2)
+    pixels += rng.normal(0, rng.uniform(0.005, 0.04), pixels.shape).astype(np.float32)
+    return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+
+
+def rain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Slanted bright streaks (sparse noise smeared along a direction), a grey veil, blur."""
+    height, width = image.shape[:2]
+    drops = (rng.random((height, width)) < rng.uniform(0.002, 0.01)).astype(np.float32)
+    length = int(rng.integers(7, 21))
+    kernel = np.zeros((length, length), np.float32)
+    slant = int(rng.integers(-length // 3, length // 3 + 1))
+    cv2.line(kernel, (length // 2 - slant, 0), (length // 2 + slant, length - 1), 1.0, 1)
+    streaks = cv2.filter2D(drops, -1, kernel / kernel.sum())
+    veil = rng.uniform(0.05, 0.25)
+    pixels = image.astype(np.float32) * (1 - veil) + 200 * veil
+    pixels += streaks[..., None] * rng.uniform(60, 140) * length / 4
+    return cv2.GaussianBlur(np.clip(pixels, 0, 255).astype(np.uint8), (3, 3), 0)
+
+
+def motion_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    length = int(rng.integers(3, 10))
+    kernel = np.zeros((length, length), np.float32)
+    if rng.random() < 0.5:
+        kernel[length // 2] = 1 / length
+    else:
+        kernel[:, length // 2] = 1 / length
+    return cv2.filter2D(image, -1, kernel)
+
+
+def weather(image: np.ndarray, rng: np.random.Generator, config: Augment) -> np.ndarray:
+    """Night, rain and motion blur, each drawn with its probability."""
+    if rng.random() < config.night:
+        image = night(image, rng)
+    if rng.random() < config.rain:
+        image = rain(image, rng)
+    if rng.random() < config.motion_blur:
+        image = motion_blur(image, rng)
+    return image
+
+
 def augment(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
             config: Augment = Augment()) -> Sample:
     """A random crop (keeping the frame's aspect within 20 %), flip and colour change."""
@@ -92,5 +152,5 @@ def augment(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
     x = rng.uniform(0, width - crop_w)
     y = rng.uniform(0, height - crop_h)
     out = crop_and_resize(sample, (x, y, crop_w, crop_h), size, flip=rng.random() < config.flip)
-    out.image = photometric(out.image, rng, config)
+    out.image = weather(photometric(out.image, rng, config), rng, config)
     return out

@@ -12,6 +12,8 @@ Formats:
 - KITTI object `label_2/*.txt` (15 fields; type and 2-D box used), KITTI road `gt_image_2`
   (devkit rule: positive where blue > 0).
 - CamVid SegNet labels (class 3 = road), TuSimple `label_data.json` lane polylines.
+- comma10k `imgs/*.png` with `masks/*.png` in its colour palette (road, lane markings,
+  undrivable, movable, my car); drivable = road + lane markings, the hood = my car.
 - Our distilled folders (`models/distill.py`): `index.json` + per-frame `.npz` pseudo-labels.
 - CARLA runs recorded with `perception sim --ground-truth --out run.mcap`
   (`sim_bridge/recording.py`): per tick, `/camera/image` with `/ground_truth/drivable` and
@@ -32,7 +34,7 @@ import numpy as np
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
 
-from models.net import CLASSES
+from models.classes import CLASSES
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
 from perception.logs.foxglove_writer import IMAGE_TOPIC
@@ -49,6 +51,17 @@ BDD_CLASSES = {"pedestrian": "person", "person": "person", "rider": "person",
 TUSIMPLE_LINE_WIDTH = 8 / 1280  # lane lines are drawn 8 px wide at 1280 px, scaled to the image
 SIM_IMAGE, SIM_BOXES = IMAGE_TOPIC, "/ground_truth/boxes"  # sim_bridge/recording.py
 SIM_MASKS = {"drivable": "/ground_truth/drivable", "lanes": "/ground_truth/lanes"}
+COMMA10K_COLOURS = {"road": (64, 32, 32), "lanes": (255, 0, 0), "undrivable": (128, 128, 96),
+                    "movable": (0, 255, 102), "hood": (204, 0, 255)}  # RGB, MANIFEST 6.3
+COMMA10K_RULES = {"drivable": "comma10k:road+lanes", "lanes": "comma10k:lanes",
+                  "hood": "comma10k:hood"}
+CAMVID_CLASSES = 12  # SegNet CamVid: 0..10 classes, 11 unlabelled
+# Conditions of frames whose lighting the shared assets state (MANIFEST 5.1, 6.2, 6.3); by
+# source prefix (whole drives by day) or by file-name prefix (single frames).
+DAY_SOURCES = ("camvid", "kitti", "kitti_road", "tusimple", "comma10k")
+FRAME_CONDITIONS = {"0001_": "night", "0003_": "night", "0010_": "dusk",  # comma10k
+                    "b23a79d1": "night", "b6ffe7bd": "night",  # BDD100K val
+                    "b3d4554c": "day", "bab692c9": "day"}
 
 
 class DataError(PerceptionError):
@@ -76,6 +89,18 @@ class Record:
     lane_points: list[np.ndarray] | None = None  # TuSimple polylines (image pixels)
     log_time_ns: int | None = None  # a recorded sim tick: `image` is the MCAP file, the
     # tick's masks are read with its image (`load_tick`)
+    hood: Mask | None = None  # our own car in the picture (comma10k's "my car")
+    condition: str = "unknown"  # day, dusk, night, rain: where the data says so
+
+
+def condition_of(image: Path, source: str) -> str:
+    """The lighting of a frame where the shared assets state it, else "unknown"."""
+    for prefix, condition in FRAME_CONDITIONS.items():
+        if image.name.startswith(prefix):
+            return condition
+    if source.split("/")[0] in DAY_SOURCES:
+        return "day"
+    return "unknown"
 
 
 @dataclass
@@ -87,6 +112,7 @@ class Sample:
     classes: np.ndarray | None
     drivable: np.ndarray | None
     lanes: np.ndarray | None
+    hood: np.ndarray | None = None  # 0/1, where our own car is (evaluation only)
 
 
 def load_arrays(path: Path, *keys: str) -> list[np.ndarray]:
@@ -107,16 +133,48 @@ def load_arrays(path: Path, *keys: str) -> list[np.ndarray]:
         raise DataError(f"{path}: cannot be read as an .npz file ({error})") from None
 
 
+def comma10k_mask(pixels: np.ndarray, names: str, path: Path) -> np.ndarray:
+    """Pixels of the comma10k classes `names` ("road+lanes"); a colour outside the palette
+    means the file is not a comma10k mask (or a lossy copy of one)."""
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise DataError(f"{path}: a comma10k mask is a colour image, got shape {pixels.shape}")
+    rgb = pixels[..., 2::-1] if pixels.shape[2] == 3 else pixels[..., 2::-1][..., :3]
+    code = rgb.astype(np.int32) @ np.array([65536, 256, 1], np.int32)
+    palette = {r * 65536 + g * 256 + b for r, g, b in COMMA10K_COLOURS.values()}
+    stray = np.setdiff1d(np.unique(code), list(palette))
+    if len(stray):
+        value = int(stray[0])
+        raise DataError(f"{path}: mask palette does not match comma10k's ({len(stray)} "
+                        f"colours outside it, e.g. RGB {value >> 16},{value >> 8 & 255},"
+                        f"{value & 255})")
+    wanted = [r * 65536 + g * 256 + b for r, g, b in
+              (COMMA10K_COLOURS[name] for name in names.split("+"))]
+    return np.isin(code, wanted)
+
+
 def read_mask(mask: Mask, size: tuple[int, int]) -> np.ndarray:
-    """The 0/1 uint8 mask at `size` (width, height), by the mask's rule."""
+    """The 0/1 uint8 mask at `size` (width, height), by the mask's rule.
+
+    A label image must have the size of its frame (a mismatch means the wrong file or a
+    resized copy); the teachers' masks in a distilled `.npz` are resized to the frame."""
     if mask.rule.startswith("npz:"):
         (pixels,) = load_arrays(mask.path, mask.rule[4:])
     else:
         pixels = cv2.imread(str(mask.path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise DataError(f"{mask.path}: label mask missing or not an image")
+        if pixels.shape[1::-1] != size:
+            raise DataError(f"{mask.path}: label is {pixels.shape[1]}x{pixels.shape[0]}, its "
+                            f"image {size[0]}x{size[1]}; labels must match their image's size")
     if mask.rule == "blue":  # OpenCV reads BGR: blue is channel 0
         binary = pixels[..., 0] > 0
+    elif mask.rule.startswith("comma10k:"):
+        binary = comma10k_mask(pixels, mask.rule[9:], mask.path)
+    elif mask.rule.startswith("camvid:"):
+        if pixels.ndim != 2 or pixels.max(initial=0) >= CAMVID_CLASSES:
+            raise DataError(f"{mask.path}: not a SegNet CamVid label (single channel, classes "
+                            f"0-{CAMVID_CLASSES - 1})")
+        binary = pixels == int(mask.rule[7:])
     elif mask.rule.startswith("class:"):
         binary = pixels == int(mask.rule[6:])
     elif mask.rule.startswith("not:"):
@@ -153,7 +211,8 @@ def load(record: Record) -> Sample:
     if boxes is not None:
         boxes = np.clip(boxes, 0, [size[0], size[1], size[0], size[1]]).astype(np.float32)
     return Sample(image, boxes, record.classes,
-                  read_mask(record.drivable, size) if record.drivable else None, lanes)
+                  read_mask(record.drivable, size) if record.drivable else None, lanes,
+                  read_mask(record.hood, size) if record.hood else None)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -205,7 +264,8 @@ def read_kitti(folder: Path, source: str = "kitti") -> list[Record]:
         if not label.is_file():
             raise DataError(f"{label}: missing (every image of {folder / 'image_2'} needs one)")
         boxes, classes = parse_kitti_label(label)
-        records.append(Record(image, f"{source}/{image.stem}", boxes, classes))
+        records.append(Record(image, f"{source}/{image.stem}", boxes, classes,
+                              condition="day"))
     return records
 
 
@@ -238,7 +298,8 @@ def read_bdd(images: Path, detections: Path | None = None, drivable: Path | None
         boxes, classes = labels.get(image.name, (None, None))
         if detections is not None and boxes is None:
             continue  # a frame without box labels in a box-labelled set is not a negative
-        record = Record(image, f"bdd/{image.stem}", boxes, classes)
+        record = Record(image, f"bdd/{image.stem}", boxes, classes,
+                        condition=condition_of(image, "bdd"))
         if drivable is not None:
             path = drivable / f"{image.stem}_drivable_id.png"
             record.drivable = Mask(path, "nonzero") if path.is_file() else None
@@ -274,7 +335,8 @@ def read_tusimple(folder: Path, source: str = "tusimple") -> list[Record]:
         if not image.is_file():
             raise DataError(f"{image}: missing (named in {path}:{number})")
         clip = Path(raw_file).parent.parent.name or folder.name
-        records.append(Record(image, f"{source}/{clip}", lane_points=[x for x in lanes if len(x)]))
+        records.append(Record(image, f"{source}/{clip}", lane_points=[x for x in lanes if len(x)],
+                              condition="day"))
     if not records:
         raise DataError(f"{path}: holds no labelled frame")
     return records
@@ -288,10 +350,27 @@ def _label(path: Path, rule: str, image: Path) -> Mask:
 
 
 def read_camvid_road(folder: Path) -> list[Record]:
-    """SegNet CamVid: `images/*.png` with `labels/*.png` (class 3 = road)."""
+    """SegNet CamVid: `images/<name>.png|jpg` with `labels/<name>.png` (class 3 = road)."""
     return [Record(image, f"camvid/{image.stem.split('_')[0]}",
-                   drivable=_label(folder / "labels" / image.name, "class:3", image))
+                   drivable=_label(folder / "labels" / f"{image.stem}.png", "camvid:3", image),
+                   condition="day")
             for image in _images(folder / "images")]
+
+
+def read_comma10k(folder: Path) -> list[Record]:
+    """comma10k: `imgs/<n>_<route>_<segment>_<frame>.png` with `masks/<same>.png` (MANIFEST
+    6.3); one source per route (a drive)."""
+    records = []
+    for image in _images(folder / "imgs"):
+        parts = image.stem.split("_")
+        route = parts[1] if len(parts) > 1 else image.stem
+        label = folder / "masks" / image.name
+        records.append(Record(image, f"comma10k/{route}",
+                              drivable=_label(label, COMMA10K_RULES["drivable"], image),
+                              lanes=Mask(label, COMMA10K_RULES["lanes"]),
+                              hood=Mask(label, COMMA10K_RULES["hood"]),
+                              condition=condition_of(image, "comma10k")))
+    return records
 
 
 def read_kitti_road(folder: Path) -> list[Record]:
@@ -301,7 +380,7 @@ def read_kitti_road(folder: Path) -> list[Record]:
         category, _, number = image.stem.partition("_")
         label = folder / "gt_image_2" / f"{category}_road_{number}.png"
         records.append(Record(image, f"kitti_road/{image.stem}",
-                              drivable=_label(label, "blue", image)))
+                              drivable=_label(label, "blue", image), condition="day"))
     return records
 
 
@@ -400,3 +479,27 @@ def labeled_assets(drives: Path) -> dict[str, list[Record]]:
         "tusimple_lanes": read_tusimple(labeled / "tusimple" / "sample_512x288")
         + read_tusimple(labeled / "tusimple" / "lanenet_examples"),
     }
+
+
+LABELLED_LAYOUTS = "comma10k (imgs/, masks/), BDD100K drivable (images/, labels/*_drivable_id.png)"\
+    ", CamVid (images/, labels/), KITTI object (image_2/, label_2/), KITTI road (image_2/, " \
+    "gt_image_2/), TuSimple (label_data.json)"
+
+
+def read_labelled(folder: Path) -> list[Record]:
+    """A folder of frames with ground truth, its format told by its layout."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    if (folder / "imgs").is_dir() and (folder / "masks").is_dir():
+        return read_comma10k(folder)
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        if any((folder / "labels").glob("*_drivable_id.png")):
+            return read_bdd(folder / "images", drivable=folder / "labels")
+        return read_camvid_road(folder)
+    if (folder / "image_2").is_dir() and (folder / "label_2").is_dir():
+        return read_kitti(folder)
+    if (folder / "image_2").is_dir() and (folder / "gt_image_2").is_dir():
+        return read_kitti_road(folder)
+    if (folder / "label_data.json").is_file():
+        return read_tusimple(folder)
+    raise DataError(f"{folder}: not a labelled folder of a known layout ({LABELLED_LAYOUTS})")

@@ -1,9 +1,10 @@
-"""The figures we report: mask IoU over a set of frames, and box AP@0.5 per road-user group.
+"""The figures we report: mask IoU over a set of frames, and per road-user group box AP@0.5
+(over all scores) and precision / recall / F1 at IoU 0.5 (at the model's own threshold).
 
 IoU is accumulated over the whole set (sum of intersections / sum of unions), as the
 TwinLiteNet and YOLOP papers report it. AP is the area under the all-point interpolated
 precision-recall curve (PASCAL VOC 2010+), with greedy matching by score at IoU >= 0.5 inside
-each group; mAP is the mean over the groups that have ground truth.
+each group; mAP is the mean over the groups that have ground truth. Needs no torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.net import CLASSES
+from models.classes import CLASSES
 
 # Box AP groups: every vehicle class counts as "vehicle" (a car the teacher calls a truck
 # is still a hit), persons alone; traffic lights and stop signs are not scored.
@@ -45,6 +46,58 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching by descending score: the order of the predictions and, in that
+    order, whether each one hit a ground-truth box not taken by a higher-scoring one."""
+    order = np.argsort(-scores, kind="stable")
+    hits = np.zeros(len(order), bool)
+    if len(truth) and len(order):
+        overlaps = box_iou(boxes[order], truth)
+        taken = np.zeros(len(truth), bool)
+        for rank in range(len(order)):
+            candidates = np.where(~taken, overlaps[rank], -1.0)
+            best = int(candidates.argmax())
+            if candidates[best] >= iou:
+                taken[best] = hits[rank] = True
+    return order, hits
+
+
+def in_group(classes: np.ndarray, group: str) -> np.ndarray:
+    return np.array([GROUP_OF.get(int(c)) == group for c in classes], bool)
+
+
+@dataclass
+class BoxCounts:
+    """True/false positives and misses per group at IoU >= `iou` (boxes as the model gives
+    them, after its score threshold and NMS); "all" sums the groups."""
+
+    iou: float = 0.5
+    counts: dict[str, list[int]] = field(default_factory=dict)  # group -> [tp, fp, fn]
+
+    def add(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+            true_boxes: np.ndarray, true_classes: np.ndarray) -> None:
+        for group in GROUPS:
+            mine, theirs = in_group(classes, group), in_group(true_classes, group)
+            _, hits = match(boxes[mine], scores[mine], true_boxes[theirs], self.iou)
+            found = int(hits.sum())
+            for key in (group, "all"):
+                tp, fp, fn = self.counts.setdefault(key, [0, 0, 0])
+                self.counts[key] = [tp + found, fp + len(hits) - found,
+                                    fn + int(theirs.sum()) - found]
+
+    def values(self) -> dict[str, dict[str, float]]:
+        """Per group: precision, recall, F1 (NaN where undefined) and the counts."""
+        result = {}
+        for group, (tp, fp, fn) in self.counts.items():
+            precision = tp / (tp + fp) if tp + fp else float("nan")
+            recall = tp / (tp + fn) if tp + fn else float("nan")
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+            result[group] = {"precision": precision, "recall": recall, "f1": f1,
+                             "tp": tp, "fp": fp, "fn": fn}
+        return result
+
+
 @dataclass
 class BoxAP:
     """Collects detections and ground truth frame by frame; `values()` gives AP per group."""
@@ -57,22 +110,11 @@ class BoxAP:
     def add(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
             true_boxes: np.ndarray, true_classes: np.ndarray) -> None:
         for group in GROUPS:
-            mine = np.array([GROUP_OF.get(int(c)) == group for c in classes], bool)
-            theirs = np.array([GROUP_OF.get(int(c)) == group for c in true_classes], bool)
+            mine, theirs = in_group(classes, group), in_group(true_classes, group)
             self.truths[group] = self.truths.get(group, 0) + int(theirs.sum())
-            predicted, truth = boxes[mine], true_boxes[theirs]
-            order = np.argsort(-scores[mine], kind="stable")
-            overlaps = box_iou(predicted[order], truth) if len(truth) else None
-            taken = np.zeros(len(truth), bool)
-            for rank, score in zip(range(len(order)), scores[mine][order], strict=True):
-                hit = False
-                if overlaps is not None:
-                    candidates = np.where(~taken, overlaps[rank], -1.0)
-                    best = int(candidates.argmax())
-                    if candidates[best] >= self.iou:
-                        taken[best] = hit = True
-                self.scores.setdefault(group, []).append(float(score))
-                self.hits.setdefault(group, []).append(hit)
+            order, hits = match(boxes[mine], scores[mine], true_boxes[theirs], self.iou)
+            self.scores.setdefault(group, []).extend(scores[mine][order].tolist())
+            self.hits.setdefault(group, []).extend(hits.tolist())
 
     def values(self) -> dict[str, float]:
         result = {}

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light",
-           "stop sign")
+from models.classes import CLASSES
+
 ARCHITECTURE = "multitask-dsconv-v1"  # checkpoints of another architecture are refused
 
 

@@ -134,6 +134,8 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
         supervised += readers.read_tusimple(folder)
     for folder in args.camvid or []:
         supervised += readers.read_camvid_road(folder)
+    for folder in args.labelled or []:
+        supervised += readers.read_labelled(folder)
     for recording in args.sim or []:
         supervised += readers.read_sim_recording(recording)
     bdd_labels = (args.bdd_detections, args.bdd_drivable, args.bdd_lanes)
@@ -145,11 +147,14 @@ def gather_records(args: argparse.Namespace) -> tuple[list[Record], list[float],
                                        args.bdd_lanes)
     held_out = {record.source for record in validation}
     supervised = [record for record in supervised if record.source not in held_out]
+    for record in tqdm(supervised, desc="check labels", unit="frame", disable=not supervised):
+        readers.load(record)  # a label that does not fit its frame stops the run now
     train += supervised
     weights += [args.supervised_weight] * len(supervised)
     if not train:
         raise DataError("nothing to train on: give --data (a distilled folder) and/or a "
-                        "labelled set (--kitti, --tusimple, --camvid, --bdd-images, --sim)")
+                        "labelled set (--kitti, --tusimple, --camvid, --labelled, "
+                        "--bdd-images, --sim)")
     return train, weights, validation
 
 
@@ -383,6 +388,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TuSimple folder with label_data.json; repeatable")
     parser.add_argument("--camvid", type=Path, action="append",
                         help="SegNet CamVid folder (images/, labels/; road = class 3)")
+    parser.add_argument("--labelled", type=Path, action="append",
+                        help="a labelled folder told by its layout (comma10k, BDD100K "
+                             "drivable, CamVid, KITTI, KITTI road, TuSimple); repeatable")
     parser.add_argument("--bdd-images", type=Path, help="BDD100K image folder")
     parser.add_argument("--bdd-detections", type=Path, help="BDD100K detection JSON")
     parser.add_argument("--bdd-drivable", type=Path, help="BDD100K drivable_maps/labels folder")

@@ -67,6 +67,11 @@ def _export() -> ModuleType:
     return export
 
 
+def _evaluate() -> ModuleType:
+    from models import ground_truth
+    return ground_truth
+
+
 def _sim() -> ModuleType:
     from sim_bridge import cli
     return cli
@@ -82,6 +87,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "record": ("record a camera, video or KITTI folder to MCAP", _record),
     "train": ("train our multi-task network", _train),
     "export": ("export a checkpoint to ONNX (fp32, fp16, INT8)", _export),
+    "evaluate": ("score model sets against ground truth, per source and condition",
+                 _evaluate),
     "sim": ("drive in the CARLA simulator, closed loop", _sim),
 }
 

@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from models.picodet import OUR_CLASS, PicoDet
+from perception.decode import ROAD_USERS
 from perception.frames import Frame, open_source
 from perception.pipeline import Perceiver
 
@@ -89,6 +91,34 @@ def reference_fastestdet(model: ort.InferenceSession, image: np.ndarray) -> list
             class_ids.append(class_id)
     return greedy_nms(np.array(boxes), np.array(scores), np.array(class_ids), 0.65, 0.45,
                       width, height)
+
+
+def reference_picodet(model: ort.InferenceSession, image: np.ndarray) -> list:
+    """MANIFEST 6.8: RGB, area stretch to 416, ImageNet mean/std; per level softmax over 8
+    bins x stride around ((x + .5) s, (y + .5) s); score = max class; 0.4; NMS 0.5; then its
+    advice: drop boxes touching the bottom edge or wider than 60 % of the frame."""
+    height, width = image.shape[:2]
+    x = cv2.cvtColor(cv2.resize(image, (416, 416), interpolation=cv2.INTER_AREA),
+                     cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    x = (x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    out = model.run(None, {"image": x.transpose(2, 0, 1)[None].astype(np.float32)})
+    boxes, scores, class_ids = [], [], []
+    for level, stride in enumerate((8, 16, 32, 64)):
+        n = int(np.ceil(416 / stride))
+        for k, (cls, dist) in enumerate(zip(out[level][0], out[4 + level][0], strict=True)):
+            gx, gy = k % n, k // n
+            bins = np.exp(dist.reshape(4, 8) - dist.reshape(4, 8).max(1, keepdims=True))
+            left, top, right, bottom = (bins / bins.sum(1, keepdims=True)) @ np.arange(8) \
+                * stride
+            cx, cy = (gx + 0.5) * stride, (gy + 0.5) * stride
+            boxes.append([(cx - left) * width / 416, (cy - top) * height / 416,
+                          (cx + right) * width / 416, (cy + bottom) * height / 416])
+            scores.append(cls.max())
+            class_ids.append(int(cls.argmax()))
+    kept = greedy_nms(np.array(boxes), np.array(scores), np.array(class_ids), 0.4, 0.5, width,
+                      height)
+    return [(c, s, b) for c, s, b in kept
+            if b[3] < height - 1 and b[2] - b[0] <= 0.6 * width and c in ROAD_USERS]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,4 +196,23 @@ def test_fastestdet_fidelity(frames: list[Frame], models_mirror: Path) -> None:
     f1 = 2 * tp / (n_ours + n_ref)
     print(f"\nfastestdet F1 {f1:.4f} ({n_ours} ours, {n_ref} reference, {tp} matched)")
     assert n_ref > 20
+    assert f1 >= 0.98
+
+
+def test_picodet_fidelity(frames: list[Frame], models_mirror: Path) -> None:
+    """PicoDet-S, the second teacher of distillation (models/picodet.py, not a zoo model)."""
+    path = models_mirror / "picodet" / "picodet_s_416_coco.onnx"
+    model, ours_model = session(path), PicoDet(path)
+    to_coco = {ours: coco for coco, ours in OUR_CLASS.items()}
+    tp, n_ours, n_ref = 0, 0, 0
+    for frame in frames:
+        boxes, scores, classes = ours_model(frame.image)
+        ours = [(to_coco[int(c)], float(s), b) for b, s, c in zip(boxes, scores, classes,
+                                                                   strict=True)]
+        reference = reference_picodet(model, frame.image)
+        tp, n_ours, n_ref = tp + matches(ours, reference), n_ours + len(ours), \
+            n_ref + len(reference)
+    f1 = 2 * tp / (n_ours + n_ref)
+    print(f"\npicodet-s F1 {f1:.4f} ({n_ours} ours, {n_ref} reference, {tp} matched)")
+    assert n_ref > 50
     assert f1 >= 0.98

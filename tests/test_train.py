@@ -41,7 +41,8 @@ def tiny_drives(drives: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
              "unlabeled/camvid_cambridge/0016E5_05250.jpg",
              "unlabeled/nuscenes_boston/a_000001.jpg",
              "unlabeled/camvid_cambridge/0006R0_f00930.jpg",
-             "bdd100k_frames/yolop/0ace96c3-48481887.jpg"]
+             "bdd100k_frames/yolop/0ace96c3-48481887.jpg",
+             "labeled/bdd100k_drivable/0ace96c3-48481887_drivable_id.png"]
     for pick in picks:
         target = root / pick
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,3 +246,56 @@ def test_python_dash_m_models_train_exits_like_perception_train(
                                      "--out", str(tmp_path / "run")])
     assert standalone("train", train.add_arguments, train.main, train.__doc__) == 2
     assert capsys.readouterr().err.startswith("train: error: ")
+
+
+def test_fused_pseudo_labels_and_ground_truth_first(distilled: Path) -> None:
+    from models.distill import fuse_boxes, mirrored
+
+    box = np.array([[100, 50, 200, 120]], np.float32)
+    assert np.allclose(mirrored(mirrored(box, 640), 640), box)
+    near = box + 2
+    lone = np.array([[400, 10, 420, 40]], np.float32)  # one weak pass only: dropped
+    passes = [(box, np.array([0.8]), np.array([2])), (near, np.array([0.6]), np.array([2])),
+              (np.zeros((0, 4)), np.zeros(0), np.zeros(0)), (lone, np.array([0.4]), np.array([0]))]
+    boxes, scores, classes = fuse_boxes(passes, 640, 360)
+    assert len(boxes) == 1 and classes.tolist() == [2]
+    assert np.allclose(boxes[0], box[0] + 2 * 0.6 / 1.4, atol=0.5)  # score-weighted average
+    assert scores[0] == pytest.approx((0.8 + 0.6) / 4)
+    index = json.loads((distilled / "index.json").read_text())
+    bdd = next(f for f in index["frames"] if f["source"] == "bdd/0ace96c3-48481887")
+    assert bdd["ground_truth"] == ["drivable"] and "picodet-s" in index["teachers"]
+
+
+def _comma10k_copy(drives: Path, folder: Path) -> Path:
+    name = "0002_e8e95b54ed6116a6_2018-09-05--22-04-33_2_608.png"
+    for sub in ("imgs", "masks"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / name).write_bytes((drives / "labeled/comma10k" / sub / name).read_bytes())
+    return folder / "masks" / name
+
+
+def test_bad_training_labels_and_empty_splits_are_refused(distilled: Path, drives: Path,
+                                                          tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    mask_path = _comma10k_copy(drives, tmp_path / "sizes")
+    mask = cv2.imread(str(mask_path))
+    cv2.imwrite(str(mask_path), mask[:-2])
+    assert train_cli("--labelled", str(tmp_path / "sizes"), "--out", str(tmp_path / "r1"),
+                     *TINY) == 2
+    assert "labels must match their image's size" in capsys.readouterr().err
+    mask_path = _comma10k_copy(drives, tmp_path / "palette")
+    mask[0, 0] = (7, 7, 7)
+    cv2.imwrite(str(mask_path), mask)
+    assert train_cli("--labelled", str(tmp_path / "palette"), "--out", str(tmp_path / "r2"),
+                     *TINY) == 2
+    assert "mask palette does not match comma10k's" in capsys.readouterr().err
+    only_val = tmp_path / "only_val"
+    only_val.mkdir()
+    index = json.loads((distilled / "index.json").read_text())
+    index["frames"] = [f for f in index["frames"] if f["split"] == "val"]
+    (only_val / "index.json").write_text(json.dumps(index))
+    assert train_cli("--data", str(only_val), "--out", str(tmp_path / "r3"), *TINY) == 2
+    assert "no frame in split 'train'" in capsys.readouterr().err
+    assert not any((tmp_path / run).exists() for run in ("r1", "r2", "r3"))
