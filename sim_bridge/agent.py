@@ -28,8 +28,10 @@ from perception.driving.control import pure_pursuit_steer
 from perception.errors import PerceptionError
 from perception.frames import Frame
 from perception.zoo.registry import default_models, model_names
-from sim_bridge.driving import CarGeometry, car_planner, planning_perceiver
-from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
+from sim_bridge.camera_spec import CameraSpec
+from sim_bridge.driving import CarGeometry, car_planner
+from sim_bridge.perceivers import planning_perceiver
+from sim_bridge.sensors import CAMERA_MOUNT
 
 EARTH_RADIUS_M = 6378137.0
 TURN_COMMANDS = {1, 2}  # RoadOption.LEFT, RoadOption.RIGHT (agents/navigation/local_planner)

@@ -1,20 +1,16 @@
-"""The closed loop: tick the world, take that tick's camera frame, perceive, plan, drive.
+"""CARLA in the closed loop (sim_bridge/loop.py): connect, spawn, tick, always clean up.
 
-    frame = world.tick()                        # the simulator advances one fixed step
-    image = camera_frames.take(frame, timeout)  # exactly this tick's image, or None
-    result = perceive(Frame(image))             # our models (or CARLA's ground truth)
-    plan = plan_step(result, now, speed)        # Planner.step: planner + controller -> Plan
-    ego.apply_control(VehicleControl(...))      # applied on the next tick
-
-`run()` sets the stage around it: connect, synchronous mode, spawn the ego car with its sensors
-(and traffic), and always clean up (session.py). Perception and planning are plain callables
-(our models or `GroundTruthPerceiver`; a `Planner`'s `step`), so tests swap them freely.
+`run()` sets the stage around the loop: connect, synchronous mode, spawn the ego car with its
+sensors (and traffic), and always clean up (session.py). `CarlaSimulator` is the loop's
+`Simulator` over what it spawned: `world.tick()`, then exactly that tick's camera image
+(sensors.py), `carla.VehicleControl` out, CARLA's labels as ground truth. Perception and
+planning are plain callables (our models or `GroundTruthPerceiver`; a `Planner`'s `step`), so
+tests swap them freely.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +19,15 @@ from typing import Any
 import carla
 
 from perception.frames import Frame
-from perception.results import FrameResult, Plan
+from perception.results import Control, FrameResult
 from sim_bridge import ground_truth
+from sim_bridge.camera_spec import CameraSpec
 from sim_bridge.driving import camera_model
+from sim_bridge.loop import EgoState, Perceive, PlanStep, SimTick, step
 from sim_bridge.metrics import DrivingMetrics
-from sim_bridge.recording import SimRecorder, recording
-from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec, FrameBuffer, image_to_bgr
+from sim_bridge.recording import recording
+from sim_bridge.sensors import CAMERA_MOUNT, FrameBuffer, image_to_bgr
 from sim_bridge.session import SimError, SpawnedActors, connect, find_blueprint, synchronous_mode
-
-Perceive = Callable[[Frame], FrameResult]
-PlanStep = Callable[[FrameResult | None, float, float], Plan]  # (result, now s, speed m/s)
 
 
 @dataclass
@@ -81,10 +76,11 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
             spawn_traffic(world, rig.map, actors, traffic_manager, config.traffic,
                           config.spawn_point)
         perceive, plan_step = make_perceive(rig), make_plan_step(rig)
+        simulator = CarlaSimulator(rig, config.sensor_timeout_s)
         tick(world, 0)  # one tick for the new sensors to start streaming
         try:
             for _ in range(config.ticks):
-                step(rig, perceive, plan_step, config, recorder)
+                step(simulator, perceive, plan_step, rig.metrics, recorder)
         except KeyboardInterrupt:
             rig.metrics.interrupted = True
         summary = rig.metrics.summary()
@@ -179,46 +175,39 @@ def tick(world: Any, ticks_done: int) -> int:
                        f"{error}") from None
 
 
-def step(rig: Rig, perceive: Perceive, plan_step: PlanStep, config: SimConfig,
-         recorder: SimRecorder | None) -> Plan:
-    """One tick of the loop; returns the plan."""
-    frame_id = tick(rig.world, rig.metrics.ticks)
-    now = rig.world.get_snapshot().timestamp.elapsed_seconds
-    image = rig.camera_frames.take(frame_id, config.sensor_timeout_s)
-    segmentation = (rig.segmentation_frames.take(frame_id, config.sensor_timeout_s)
-                    if rig.segmentation_frames is not None else None)
-    frame = result = None
-    perception_ms = None
-    start = time.perf_counter()
-    if image is not None:
-        frame = Frame(image_to_bgr(image), timestamp=image.timestamp, index=rig.metrics.ticks,
-                      source="carla:camera", name=f"{frame_id:06d}",
-                      meta={"carla_frame": frame_id, "segmentation": segmentation})
-        result = perceive(frame)
-        perception_ms = (time.perf_counter() - start) * 1e3
-    start = time.perf_counter()
-    velocity = rig.ego.get_velocity()
-    speed = math.hypot(velocity.x, velocity.y)
-    plan = plan_step(result, now, speed)  # None: no new frame, the planner judges the last
-    control = plan.control
-    rig.ego.apply_control(carla.VehicleControl(throttle=control.throttle, steer=control.steer,
-                                               brake=control.brake))
-    control_ms = (time.perf_counter() - start) * 1e3
-    if result is not None:  # a plan step need not be a Planner: the recording gets it here
-        result.plan = plan
-        result.timings_ms["control"] = control_ms
-    location = rig.ego.get_location()
-    on_road = rig.map.get_waypoint(location, project_to_road=False) is not None
-    rig.metrics.tick((location.x, location.y), speed, on_road, perception_ms, control_ms,
-                     plan.status)
-    if recorder is not None and frame is not None:
-        truth = (ground_truth.labels(frame, rig.world, rig.camera)
-                 if segmentation is not None else None)
-        state = {"carla_frame": frame_id, "sim_time": now, "x": location.x, "y": location.y,
-                 "yaw": rig.ego.get_transform().rotation.yaw, "speed_mps": speed,
-                 "on_road": on_road, "status": plan.status,
-                 "control": {"steer": control.steer, "throttle": control.throttle,
-                             "brake": control.brake},
-                 "perception_ms": perception_ms, "control_ms": control_ms}
-        recorder.frame(frame, result, state, truth)
-    return plan
+class CarlaSimulator:
+    """The loop's `Simulator` over a spawned rig: synchronous ticks, that tick's image."""
+
+    source = "carla:camera"
+
+    def __init__(self, rig: Rig, sensor_timeout_s: float) -> None:
+        self.rig, self.sensor_timeout_s = rig, sensor_timeout_s
+
+    def tick(self) -> SimTick:
+        rig = self.rig
+        frame_id = tick(rig.world, rig.metrics.ticks)
+        now = rig.world.get_snapshot().timestamp.elapsed_seconds
+        image = rig.camera_frames.take(frame_id, self.sensor_timeout_s)
+        segmentation = (rig.segmentation_frames.take(frame_id, self.sensor_timeout_s)
+                        if rig.segmentation_frames is not None else None)
+        meta = {"carla_frame": frame_id, "segmentation": segmentation}
+        if image is None:
+            return SimTick(frame_id, now, None, meta=meta, state={"carla_frame": frame_id})
+        return SimTick(frame_id, now, image_to_bgr(image), image_time_s=image.timestamp,
+                       meta=meta, state={"carla_frame": frame_id})
+
+    def ego(self) -> EgoState:
+        ego = self.rig.ego
+        velocity, location = ego.get_velocity(), ego.get_location()
+        on_road = self.rig.map.get_waypoint(location, project_to_road=False) is not None
+        return EgoState(location.x, location.y, ego.get_transform().rotation.yaw,
+                        math.hypot(velocity.x, velocity.y), on_road)
+
+    def apply(self, control: Control) -> None:
+        self.rig.ego.apply_control(carla.VehicleControl(
+            throttle=control.throttle, steer=control.steer, brake=control.brake))
+
+    def ground_truth(self, frame: Frame) -> FrameResult | None:
+        if frame.meta.get("segmentation") is None:
+            return None
+        return ground_truth.labels(frame, self.rig.world, self.rig.camera)

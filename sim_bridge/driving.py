@@ -17,17 +17,14 @@ Without a detector among the models the planner cannot see obstacles: every plan
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from perception.driving.camera import CameraModel, carla_camera
 from perception.driving.control import ControlConfig
-from perception.driving.planning import Planner, PlannerConfig, check_plannable
+from perception.driving.planning import Planner, PlannerConfig
 from perception.driving.vehicle_model import VehicleParams
-from perception.zoo.registry import resolve
-from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec
-
-if TYPE_CHECKING:
-    from perception.pipeline import Perceiver
+from sim_bridge.camera_spec import CameraSpec
+from sim_bridge.sensors import CAMERA_MOUNT
 
 
 @dataclass(frozen=True)
@@ -62,16 +59,6 @@ def camera_model(spec: CameraSpec, car: CarGeometry = CarGeometry()) -> CameraMo
     return carla_camera(spec.width, spec.height, spec.fov,
                         x=location.x + car.rear_axle_behind_centre_m, y=location.y,
                         z=location.z, roll=rotation.roll, pitch=rotation.pitch, yaw=rotation.yaw)
-
-
-def planning_perceiver(names: list[str]) -> tuple[Perceiver, bool]:
-    """Our models by zoo name, and whether one of them detects road users; a set that cannot
-    be planned on (no segmentation model) is refused before any model loads."""
-    from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
-
-    models = [resolve(name) for name in names]
-    detects = check_plannable([spec for spec, _ in models])
-    return Perceiver(models), detects
 
 
 def car_planner(spec: CameraSpec, car: CarGeometry = CarGeometry(),

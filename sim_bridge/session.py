@@ -17,11 +17,7 @@ from typing import Any
 
 import carla
 
-from perception.errors import PerceptionError
-
-
-class SimError(PerceptionError):
-    """The simulator cannot be reached or refuses what we ask (town, blueprint, spawn)."""
+from sim_bridge.errors import SimError
 
 
 def connect(host: str, port: int, timeout_s: float = 10.0, town: str | None = None,

@@ -14,7 +14,8 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 from perception.errors import PerceptionError  # noqa: E402
 from sim_bridge import agent as agent_module  # noqa: E402
 from sim_bridge import fake_carla  # noqa: E402
-from sim_bridge.sensors import CAMERA_MOUNT, CameraSpec  # noqa: E402
+from sim_bridge.camera_spec import CameraSpec  # noqa: E402
+from sim_bridge.sensors import CAMERA_MOUNT  # noqa: E402
 
 LAT0, LON0 = 0.001, 0.002
 METRE_LAT = 1.0 / (agent_module.EARTH_RADIUS_M * math.pi / 180.0)  # degrees per metre north

@@ -13,9 +13,9 @@ import pytest
 carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] extra)")
 
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
+from sim_bridge.camera_spec import CameraSpec  # noqa: E402
 from sim_bridge.driving import car_geometry, car_planner  # noqa: E402
 from sim_bridge.ground_truth import GroundTruthPerceiver  # noqa: E402
-from sim_bridge.sensors import CameraSpec  # noqa: E402
 from sim_bridge.session import SimError  # noqa: E402
 
 HOST = os.environ.get("CARLA_HOST")

@@ -16,7 +16,8 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 from perception.results import Control, FrameResult, Plan  # noqa: E402
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
-from sim_bridge.sensors import CameraSpec, FrameBuffer, image_to_bgr  # noqa: E402
+from sim_bridge.camera_spec import CameraSpec  # noqa: E402
+from sim_bridge.sensors import FrameBuffer, image_to_bgr  # noqa: E402
 
 PORTS = itertools.count(2400, 2)
 

@@ -18,9 +18,9 @@ carla = pytest.importorskip("carla", reason="needs the carla wheel (the [sim] ex
 
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
+from sim_bridge.camera_spec import CameraSpec  # noqa: E402
 from sim_bridge.driving import car_geometry, car_planner  # noqa: E402
 from sim_bridge.ground_truth import GroundTruthPerceiver  # noqa: E402
-from sim_bridge.sensors import CameraSpec  # noqa: E402
 
 PORTS = itertools.count(2500, 2)
 CAMERA = CameraSpec(320, 180, 90.0)

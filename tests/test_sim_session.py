@@ -20,7 +20,7 @@ from mcap.reader import make_reader  # noqa: E402
 from perception.results import Control, FrameResult, Plan  # noqa: E402
 from sim_bridge import fake_carla  # noqa: E402
 from sim_bridge.bridge import SimConfig, run  # noqa: E402
-from sim_bridge.sensors import CameraSpec  # noqa: E402
+from sim_bridge.camera_spec import CameraSpec  # noqa: E402
 from sim_bridge.session import SimError, connect  # noqa: E402
 
 PORTS = itertools.count(2300, 2)
