@@ -115,3 +115,14 @@ def test_other_classes_get_no_distance():
     det = Detection(class_id=9, label="traffic light", score=0.9, box=(10, 10, 20, 30),
                     category="traffic_light")
     assert estimate_distance(det, SIM_CAMERA) is None
+
+
+def test_a_box_under_a_pixel_still_gets_a_distance():
+    """A far car the detector boxes smaller than a pixel, its feet above the file's horizon:
+    taken as one pixel tall (nearer than it is), not as 'distance unknown', which would stop
+    the car for something at the horizon."""
+    horizon = horizon_row(SIM_CAMERA)
+    det = Detection(class_id=2, label="car", score=0.5, category="car",
+                    box=(320.0, horizon - 1.0, 320.6, horizon - 0.4))
+    est = estimate_distance(det, SIM_CAMERA)
+    assert est.ground_m is None and est.size_m == pytest.approx(500.0 * 1.55, rel=0.01)

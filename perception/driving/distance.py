@@ -113,12 +113,13 @@ def size_distance(box: tuple[float, float, float, float], prior: SizePrior,
     fx, fy = camera.K[0, 0], camera.K[1, 1]
     height_cut = y1 <= EDGE_PX or y2 >= camera.height - EDGE_PX
     width_cut = x1 <= EDGE_PX or x2 >= camera.width - EDGE_PX
-    if not height_cut and y2 - y1 >= 1.0:
-        pixels = y2 - y1
+    # A box under a pixel tall is taken as one pixel: nearer than it is, the safe side.
+    if not height_cut:
+        pixels = max(y2 - y1, 1.0)
         spread = math.hypot(prior.spread, PIXEL_ERROR / pixels, CUT_SPREAD if width_cut else 0.0)
         return fy * prior.height_m / pixels, spread, width_cut
-    if not width_cut and x2 - x1 >= 1.0:  # a side view is wider: nearer, the safe side
-        pixels = x2 - x1
+    if not width_cut:  # a side view is wider: nearer, the safe side
+        pixels = max(x2 - x1, 1.0)
         return fx * prior.width_m / pixels, math.hypot(0.25, PIXEL_ERROR / pixels), True
     return None, math.inf, True
 
