@@ -2,7 +2,8 @@
 (the replay itself: perception/logs/replay.py).
 
     perception replay LOG [--topic T] [--rate R | --max] [--start S] [--end E] [--loop]
-                          [--out OUT.mcap] [--json OUT.jsonl] [--video OUT.mp4]
+                          [--out OUT.mcap [--profile ros2]] [--json OUT.jsonl] [--video OUT.mp4]
+                          [--foxglove [--foxglove-port N] [--foxglove-host H]]
 
 `--max` (the default) perceives every frame as fast as the models allow. `--rate R` plays the
 log R times its recorded speed, like a live camera: a reader thread releases each frame at its
@@ -12,6 +13,13 @@ arrived is a deadline miss.
 
 `--plan --camera CAMERA.yaml` plans every processed frame (as `perception run --plan`);
 `--ray [ADDRESS] LOGS...` (or several logs) replays many logs (perception/logs/fleet.py).
+
+`--out` writes Foxglove schemas (perception/logs/foxglove_writer.py), or with `--profile ros2`
+ROS 2 messages (perception/logs/ros2_writer.py). `--foxglove` also publishes the same topics
+live for the Foxglove app (ws://127.0.0.1:8765; perception/logs/foxglove_live.py), at real time
+unless `--rate` or `--max` says otherwise; the app's play, pause, speed and seek drive the
+replay where the log tells its length. A port it cannot listen on is exit 2, before the models
+load.
 
 The log is opened and its first frame read before the models load, so a wrong path, topic
 or time range fails at once.
@@ -38,7 +46,8 @@ from perception.errors import PerceptionError
 from perception.frames import DEFAULT_MAX_PIXELS, pixel_limit
 from perception.logs import fleet
 from perception.logs.files import make_folder, writable
-from perception.logs.outputs import OutputPaths
+from perception.logs.foxglove_live import DEFAULT_HOST, DEFAULT_PORT, FoxgloveAddress
+from perception.logs.outputs import MCAP_PROFILES, OutputPaths
 from perception.logs.replay import ReplayOptions, replay_log
 from perception.zoo.registry import model_names
 
@@ -57,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, metavar="S", help="seconds from the log start")
     parser.add_argument("--end", type=float, metavar="E", help="seconds from the log start")
     parser.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
-    parser.add_argument("--out", type=Path, metavar="OUT.mcap", help="Foxglove MCAP output")
+    parser.add_argument("--out", type=Path, metavar="OUT.mcap", help="MCAP output")
+    parser.add_argument("--profile", choices=MCAP_PROFILES, default="foxglove",
+                        help="what --out (or --out-dir) holds: Foxglove schemas (default) or "
+                             "ROS 2 messages (CDR, for ros2 bag play)")
     parser.add_argument("--json", type=Path, metavar="OUT.jsonl",
                         help="one FrameResult JSON per line, as `perception run --json`")
     parser.add_argument("--video", type=Path, metavar="OUT.mp4",
@@ -65,6 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="skip images with more pixels, before decoding them (default "
                              f"{DEFAULT_MAX_PIXELS}, 8K)")
+    parser.add_argument("--foxglove", action="store_true",
+                        help="publish live for the Foxglove app too (WebSocket); real time "
+                             "unless --rate or --max")
+    parser.add_argument("--foxglove-port", type=int, metavar="N",
+                        help=f"its port (default {DEFAULT_PORT}; 0: any free one); implies "
+                             "--foxglove")
+    parser.add_argument("--foxglove-host", metavar="H",
+                        help=f"the address it listens on (default {DEFAULT_HOST}); implies "
+                             "--foxglove")
     add_models_argument(parser)
     add_plan_arguments(parser)
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -107,6 +128,8 @@ def replay_many(args: argparse.Namespace) -> int:
     options = options_from(args)
     if options.loop:
         raise PerceptionError("--loop replays one log; it does not combine with several")
+    if options.foxglove is not None:
+        raise PerceptionError("--foxglove replays one log; it does not combine with several")
     if args.out_dir is not None:
         make_folder(args.out_dir)
         # two logs of one name, or --out-dir the logs' own folder
@@ -124,10 +147,28 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise PerceptionError(f"--{name} must be >= 0 seconds from the log start")
-    return ReplayOptions(topic=args.topic, rate=args.rate, start=args.start, end=args.end,
+    if args.profile != "foxglove" and args.out is None and args.out_dir is None:
+        raise PerceptionError(f"--profile {args.profile} is what --out OUT.mcap holds; "
+                              "give --out")
+    foxglove = foxglove_address(args)
+    rate = args.rate
+    if foxglove is not None and rate is None and not args.max:
+        rate = 1.0  # a viewer watches at real time
+    return ReplayOptions(topic=args.topic, rate=rate, start=args.start, end=args.end,
                          loop=args.loop, camera=planning_camera(args),
-                         outputs=OutputPaths(mcap=args.out, jsonl=args.json, video=args.video),
-                         max_pixels=pixel_limit(args.max_pixels))
+                         outputs=OutputPaths(mcap=args.out, jsonl=args.json, video=args.video,
+                                             mcap_profile=args.profile),
+                         max_pixels=pixel_limit(args.max_pixels), foxglove=foxglove)
+
+
+def foxglove_address(args: argparse.Namespace) -> FoxgloveAddress | None:
+    """Where to publish live: with --foxglove, --foxglove-port or --foxglove-host."""
+    if not (args.foxglove or args.foxglove_port is not None or args.foxglove_host is not None):
+        return None
+    port = DEFAULT_PORT if args.foxglove_port is None else args.foxglove_port
+    if not 0 <= port <= 65535:
+        raise PerceptionError(f"--foxglove-port must be 0-65535 (0: any free port), got {port}")
+    return FoxgloveAddress(args.foxglove_host or DEFAULT_HOST, port)
 
 
 def check_outputs(logs: list[Path], outputs: list[Path]) -> None:

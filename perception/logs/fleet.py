@@ -62,7 +62,8 @@ def log_stem(log: Path) -> str:
 
 
 def job_options(options: ReplayOptions, out_dir: Path | None, stem: str) -> ReplayOptions:
-    outputs = OutputPaths(mcap=out_dir / f"{stem}.mcap", jsonl=out_dir / f"{stem}.jsonl") \
+    outputs = OutputPaths(mcap=out_dir / f"{stem}.mcap", jsonl=out_dir / f"{stem}.jsonl",
+                          mcap_profile=options.outputs.mcap_profile) \
         if out_dir is not None else OutputPaths()
     return dataclasses.replace(options, progress=False, outputs=outputs)
 

@@ -14,18 +14,21 @@ Topics (all protobuf Foxglove schemas, except the raw result in JSON):
 
 Every message is logged at the frame's own timestamp, so the output lines up with the input log.
 The image, calibration and overlay are in the `camera` frame, which /tf places on `base_link`,
-the plan's frame. Open with `foxglove_mcap(path)`, which writes to a temporary file and renames
-it on success. `write_protobuf` and `write_json` add topics of one's own (the simulator does).
+the plan's frame (mount.py). Open with `foxglove_mcap(path)`, which writes to a temporary file
+and renames it on success. `write_protobuf` and `write_json` add topics of one's own (the
+simulator does).
+
+`write_frame(sink, mount, frame, result)` builds a frame's messages for any sink with those two
+methods: the MCAP file here, the live WebSocket server in foxglove_live.py.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import cv2
 import numpy as np
@@ -50,10 +53,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mcap.writer import CompressionType, Writer
 from mcap_protobuf.schema import register_schema
 
-from perception.driving.camera import R_OPTICAL, CameraModel
+from perception.driving.camera import CameraModel
 from perception.frames import Frame
 from perception.logs.camera_info import CameraInfo
 from perception.logs.files import atomic_output
+from perception.logs.mount import (
+    CAMERA_FRAME,
+    VEHICLE_FRAME,
+    CameraMount,
+    log_time_ns,
+    rotation_quaternion,
+)
+from perception.logs.mount import camera_info_of_model as camera_info_of_model  # the sim's
 from perception.overlay import detection_text, draw_result
 from perception.results import FrameResult, LaneBoundary, Plan
 
@@ -65,12 +76,12 @@ PLAN_TOPIC = "/perception/plan"
 TF_TOPIC = "/tf"
 RESULT_TOPIC = "/perception/result"
 
-CAMERA_FRAME = "camera"
-VEHICLE_FRAME = "base_link"
-# Nominal camera mount, used when no camera model is given: 1.5 m above the vehicle origin,
-# looking straight ahead (rotation R_OPTICAL: optical axes x right, y down, z forward).
-NOMINAL_POSITION = (0.0, 0.0, 1.5)
 RESULT_SCHEMA = json.dumps(FrameResult.model_json_schema(mode="serialization"))
+RESULT_SCHEMA_NAME = "perception.FrameResult"
+# The message type of each protobuf topic of `write_frame` (the result is JSON).
+PROTOBUF_TOPICS = {CALIBRATION_TOPIC: CameraCalibration, IMAGE_TOPIC: CompressedImage,
+                   TF_TOPIC: FrameTransform, ANNOTATIONS_TOPIC: ImageAnnotations,
+                   OVERLAY_TOPIC: CompressedImage, PLAN_TOPIC: SceneUpdate}
 
 BOX_COLOR = Color(r=1.0, g=0.63, b=0.0, a=1.0)
 IN_PATH_COLOR = Color(r=1.0, g=0.16, b=0.0, a=1.0)  # a road user in the ego path, thicker box
@@ -85,6 +96,42 @@ PLAN_COLORS = {"ok": Color(r=0.1, g=0.9, b=0.2, a=1.0),
 OBSTACLE_COLOR = Color(r=0.9, g=0.3, b=0.1, a=0.7)
 LANE_POINT_STEP = 8  # sample the lane mask every 8 px in x and y
 JPEG_QUALITY = 85
+ANY_JSON = '{"type": "object"}'
+
+
+class FoxgloveSink(Protocol):
+    """Where Foxglove messages go: an MCAP file (FoxgloveWriter) or a live server."""
+
+    def write_protobuf(self, topic: str, log_time: int, message: Any) -> None: ...
+
+    def write_json(self, topic: str, log_time: int, payload: Any, schema_name: str | None = None,
+                   schema: str = ANY_JSON) -> None: ...
+
+
+def write_frame(sink: FoxgloveSink, mount: CameraMount, frame: Frame,
+                result: FrameResult | None = None) -> None:
+    """The frame, its calibration and camera mount; with a result, everything else too."""
+    ns = log_time_ns(frame.timestamp)
+    stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+    sink.write_protobuf(CALIBRATION_TOPIC, ns, calibration(mount.camera_info(frame), stamp))
+    sink.write_protobuf(IMAGE_TOPIC, ns, camera_image(frame, stamp))  # after its calibration
+    x, y, z = mount.position
+    sink.write_protobuf(TF_TOPIC, ns, FrameTransform(
+        timestamp=stamp, parent_frame_id=VEHICLE_FRAME, child_frame_id=CAMERA_FRAME,
+        translation=Vector3(x=x, y=y, z=z), rotation=quaternion(mount.rotation)))
+    if result is None:
+        return
+    sink.write_protobuf(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
+    if result.drivable is not None or result.lanes is not None:
+        masks_only = result.model_copy(update={"detections": []})  # boxes: annotations
+        sink.write_protobuf(OVERLAY_TOPIC, ns, CompressedImage(
+            timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
+            data=jpeg(draw_result(frame.image, masks_only))))
+    road = scene(result, stamp)
+    if road.entities:
+        sink.write_protobuf(PLAN_TOPIC, ns, road)
+    sink.write_json(RESULT_TOPIC, ns, result.model_dump(mode="json"),
+                    schema_name=RESULT_SCHEMA_NAME, schema=RESULT_SCHEMA)
 
 
 class FoxgloveWriter:
@@ -96,11 +143,10 @@ class FoxgloveWriter:
         """`camera_position` (m) and `camera_rotation` (optical -> vehicle) place the camera on
         the car for /tf (else a nominal mount); `default_camera_info` is written for frames
         without a calibration of their own (else a nominal pinhole)."""
-        position = camera_position if camera_position is not None else NOMINAL_POSITION
-        rotation = camera_rotation if camera_rotation is not None else R_OPTICAL
-        self._mount = (Vector3(x=position[0], y=position[1], z=position[2]),
-                       quaternion(rotation))
-        self._default_info = default_camera_info
+        nominal = CameraMount()
+        self.mount = CameraMount(
+            nominal.position if camera_position is None else camera_position,
+            nominal.rotation if camera_rotation is None else camera_rotation, default_camera_info)
         self.counts: dict[str, int] = {}  # messages written per topic
         self._mcap = Writer(file, compression=CompressionType.LZ4)  # JPEGs gain little from zstd
         self._mcap.start(profile="", library="perception")
@@ -109,27 +155,7 @@ class FoxgloveWriter:
 
     def write(self, frame: Frame, result: FrameResult | None = None) -> None:
         """The frame, its calibration and camera mount; with a result, everything else too."""
-        ns = log_time_ns(frame.timestamp)
-        stamp = Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-        info = frame.meta.get("camera_info") or self._camera_info(frame)
-        self.write_protobuf(CALIBRATION_TOPIC, ns, calibration(info, stamp))  # before its image
-        self.write_protobuf(IMAGE_TOPIC, ns, camera_image(frame, stamp))
-        self.write_protobuf(TF_TOPIC, ns, FrameTransform(
-            timestamp=stamp, parent_frame_id=VEHICLE_FRAME, child_frame_id=CAMERA_FRAME,
-            translation=self._mount[0], rotation=self._mount[1]))
-        if result is None:
-            return
-        self.write_protobuf(ANNOTATIONS_TOPIC, ns, annotations(result, stamp))
-        if result.drivable is not None or result.lanes is not None:
-            masks_only = result.model_copy(update={"detections": []})  # boxes: annotations
-            self.write_protobuf(OVERLAY_TOPIC, ns, CompressedImage(
-                timestamp=stamp, frame_id=CAMERA_FRAME, format="jpeg",
-                data=jpeg(draw_result(frame.image, masks_only))))
-        road = scene(result, stamp)
-        if road.entities:
-            self.write_protobuf(PLAN_TOPIC, ns, road)
-        self.write_json(RESULT_TOPIC, ns, result.model_dump(mode="json"),
-                        schema_name="perception.FrameResult", schema=RESULT_SCHEMA)
+        write_frame(self, self.mount, frame, result)
 
     def write_protobuf(self, topic: str, log_time: int, message: Any) -> None:
         """A protobuf message (a Foxglove schema) on `topic` at `log_time` ns."""
@@ -142,7 +168,7 @@ class FoxgloveWriter:
         self._add(topic, log_time, message.SerializeToString())
 
     def write_json(self, topic: str, log_time: int, payload: Any, schema_name: str | None = None,
-                   schema: str = '{"type": "object"}') -> None:
+                   schema: str = ANY_JSON) -> None:
         """A JSON value on `topic` at `log_time` ns. The topic's first message registers its JSON
         schema, named `schema_name` (default: the topic with dots, /sim/state -> sim.state)."""
         if topic not in self._channels:
@@ -153,12 +179,6 @@ class FoxgloveWriter:
 
     def finish(self) -> None:
         self._mcap.finish()
-
-    def _camera_info(self, frame: Frame) -> CameraInfo:
-        info = self._default_info
-        if info is None or (info.width, info.height) != (frame.width, frame.height):
-            return CameraInfo.nominal(frame.width, frame.height)
-        return info
 
     def _add(self, topic: str, log_time: int, data: bytes) -> None:
         self._mcap.add_message(self._channels[topic], log_time=log_time, publish_time=log_time,
@@ -172,25 +192,11 @@ def foxglove_mcap(path: str | Path, camera: CameraModel | None = None
     """A FoxgloveWriter on a temporary file, finished and moved onto `path` if the block ends
     normally; on an exception nothing is left under `path`. `camera` (perception/driving/camera.py)
     gives the mount for /tf and the calibration for frames without one."""
-    mount = {}
-    if camera is not None:
-        mount = {"camera_position": tuple(camera.position), "camera_rotation": camera.rotation,
-                 "default_camera_info": camera_info_of_model(camera)}
+    mount = CameraMount.of(camera)
     with atomic_output(path) as temp, open(temp, "wb") as file:
-        writer = FoxgloveWriter(file, **mount)
+        writer = FoxgloveWriter(file, mount.position, mount.rotation, mount.default_info)
         yield writer
         writer.finish()
-
-
-def camera_info_of_model(camera: CameraModel) -> CameraInfo:
-    K = camera.K.reshape(-1).tolist()
-    return CameraInfo(camera.width, camera.height, K=K,
-                      P=[*K[0:3], 0.0, *K[3:6], 0.0, *K[6:9], 0.0], D=camera.dist.tolist())
-
-
-def log_time_ns(timestamp: float) -> int:
-    """A frame's timestamp (s) as an MCAP log time (ns)."""
-    return int(round(timestamp * 1e9))
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -304,9 +310,5 @@ def lane_line(boundary: LaneBoundary) -> LinePrimitive:
 
 
 def quaternion(rotation: np.ndarray) -> Quaternion:
-    """A 3x3 rotation matrix as a unit quaternion, through OpenCV's axis-angle (exact at 180
-    degrees too, where sign-from-off-diagonal formulas fail)."""
-    rvec, _ = cv2.Rodrigues(np.asarray(rotation, dtype=np.float64))
-    angle = float(np.linalg.norm(rvec))
-    x, y, z = (rvec.ravel() / angle * math.sin(angle / 2)) if angle > 0 else (0.0, 0.0, 0.0)
-    return Quaternion(x=float(x), y=float(y), z=float(z), w=math.cos(angle / 2))
+    x, y, z, w = rotation_quaternion(rotation)
+    return Quaternion(x=x, y=y, z=z, w=w)

@@ -80,6 +80,16 @@ def mcap_topic_counts(path: Path) -> dict[str, int] | None:
     return counts
 
 
+def mcap_span(path: Path) -> float | None:
+    """Seconds from the first message to the last, from the file's summary; None without."""
+    with open(path, "rb") as file:
+        summary = SeekingReader(file).get_summary()
+    if summary is None or summary.statistics is None or not summary.statistics.message_count:
+        return None
+    statistics = summary.statistics
+    return (statistics.message_end_time - statistics.message_start_time) / 1e9
+
+
 def _topics(path: Path, max_pixels: int) -> tuple[dict[str, str], dict[str, str], int | None]:
     """(image topics, other topics, first log time) from the summary, or by scanning a file
     that has none (a truncated recording)."""

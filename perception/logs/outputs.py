@@ -1,5 +1,6 @@
 """The files a command writes for a stream of perceived frames: results as JSON Lines, masks,
-annotated images or video, bird's-eye pictures, and a Foxglove MCAP.
+annotated images or video, bird's-eye pictures, and an MCAP of Foxglove schemas
+(foxglove_writer.py) or, with the `ros2` profile, of ROS 2 messages (ros2_writer.py).
 
 `Outputs` is the one writer of `perception run` and `perception replay`. Each file is written
 under a temporary name and moved into place on close (files.py), so a failed run never leaves a
@@ -33,8 +34,11 @@ from perception.logs.files import (
     write_image,
 )
 from perception.logs.foxglove_writer import FoxgloveWriter, foxglove_mcap
+from perception.logs.ros2_writer import Ros2Writer, ros2_mcap
 from perception.overlay import draw_path, draw_result, render_bev
 from perception.results import FrameResult
+
+MCAP_PROFILES = ("foxglove", "ros2")  # Foxglove protobuf schemas, or ROS 2 messages (CDR)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class OutputPaths:
     images: Path | None = None  # a folder: <name>.jpg, the frames with results drawn
     masks: Path | None = None  # a folder: <name>_drivable.png, <name>_lanes.png (0/255)
     bev: Path | None = None  # a folder: <name>_bev.png, the bird's-eye view of the plan
-    mcap: Path | None = None  # Foxglove MCAP (foxglove_writer.py)
+    mcap: Path | None = None  # MCAP (foxglove_writer.py, or ros2_writer.py)
+    mcap_profile: str = "foxglove"  # one of MCAP_PROFILES
 
     def files(self) -> list[Path]:
         """The single files asked for (folders aside)."""
@@ -59,14 +64,15 @@ class Outputs:
     def __init__(self, stack: ExitStack, paths: OutputPaths,
                  camera: CameraModel | None = None) -> None:
         self.paths, self.camera = paths, camera
-        self.mcap: FoxgloveWriter | None = None
+        self.mcap: FoxgloveWriter | Ros2Writer | None = None
         self.jsonl: TextIO | None = None
         self.video: VideoOutput | None = None
         for folder in (paths.images, paths.masks, paths.bev):
             if folder is not None:
                 make_folder(folder)
         if paths.mcap is not None:
-            self.mcap = stack.enter_context(foxglove_mcap(writable(paths.mcap), camera=camera))
+            mcap = ros2_mcap if paths.mcap_profile == "ros2" else foxglove_mcap
+            self.mcap = stack.enter_context(mcap(writable(paths.mcap), camera=camera))
         if paths.jsonl is not None:
             temp = stack.enter_context(atomic_output(writable(paths.jsonl)))
             self.jsonl = stack.enter_context(temp.open("w", encoding="utf-8"))

@@ -2,7 +2,8 @@
 rate), perception takes the newest, and what it could not take in time is dropped.
 
 Used by `perception replay --rate R`, with the same newest-frame-wins rule as the service's
-streams (perception/newest_frame.py).
+streams (perception/newest_frame.py). With `rate` None the frames come paced already (a
+`Playback` that a viewer drives, playback.py) and are released as they come.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class Pacer:
     frame at its log time; `next()` takes the newest, and a frame replaced before it was taken
     is dropped. A reader error is raised by `next()` once the frames before it were taken."""
 
-    def __init__(self, frames: Iterable[Frame], rate: float) -> None:
+    def __init__(self, frames: Iterable[Frame], rate: float | None) -> None:
         self.frames, self.rate = frames, rate
         self._newest: NewestFrame[tuple[Frame, float]] = NewestFrame()
         self._stop = threading.Event()
@@ -42,7 +43,8 @@ class Pacer:
             for frame in self.frames:
                 if origin is None:
                     origin = (time.perf_counter(), frame.timestamp)
-                due = origin[0] + (frame.timestamp - origin[1]) / self.rate
+                due = origin[0] + (frame.timestamp - origin[1]) / self.rate \
+                    if self.rate is not None else 0.0
                 if self._stop.wait(max(0.0, due - time.perf_counter())):
                     return
                 self._newest.put((frame, time.perf_counter()))

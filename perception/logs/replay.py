@@ -5,6 +5,10 @@
 newest one at a time: pacer.py), plans each with the log's clock when a camera is given, and
 writes the outputs asked for (outputs.py). A log that breaks part-way ends the replay with the
 frames before the break processed and written; `ReplayReport.error` says where.
+
+With `options.foxglove` every processed frame is also published live (foxglove_live.py), and
+where the log tells its length (sources.log_span) the Foxglove app's play, pause, speed and
+seek drive the replay (playback.py); a seek starts the planner over.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from perception.driving.camera import CameraModel
 from perception.driving.planning import Planner
 from perception.frames import DEFAULT_MAX_PIXELS, CorruptRecordError, Frame, SourceError
 from perception.logs.base import EXIT_PARTIAL
+from perception.logs.foxglove_live import FoxgloveAddress, foxglove_live
+from perception.logs.mount import log_time_ns
 from perception.logs.outputs import OutputPaths, Outputs
 from perception.logs.pacer import Pacer
-from perception.logs.sources import count_log_frames, open_log
+from perception.logs.playback import Playback, Timeline
+from perception.logs.sources import count_log_frames, log_span, open_log
 from perception.pipeline import Perceiver
 from perception.results import FrameResult
 
@@ -42,6 +49,7 @@ class ReplayOptions:
     camera: CameraModel | None = None  # plan every frame with this camera
     progress: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped, never decoded
+    foxglove: FoxgloveAddress | None = None  # publish live there too
 
 
 @dataclass
@@ -79,9 +87,15 @@ def replay_log(log: Path, models: list[str], options: ReplayOptions,
     """Perceive one log with `models` (on `workers` threads, default one per core) and write
     the outputs asked for. Raises SourceError if the log is unusable (before the models load
     and anything is written); a break part-way ends up in `report.error`."""
-    source = UntilBroken(log_frames(log, options))
+    playback = log_playback(log, options) if options.foxglove is not None else None
+    source = UntilBroken(playback.frames() if playback is not None else log_frames(log, options))
     report = ReplayReport(log=str(log))
     with ExitStack() as stack:
+        live = None
+        if options.foxglove is not None:  # a port it cannot listen on fails before the models
+            live = stack.enter_context(foxglove_live(options.foxglove.host,
+                                                     options.foxglove.port, options.camera,
+                                                     playback))
         perceiver = stack.enter_context(Perceiver.from_names(models, workers=workers))
         planner = Planner.for_models(options.camera, perceiver.specs) \
             if options.camera is not None else None
@@ -95,20 +109,28 @@ def replay_log(log: Path, models: list[str], options: ReplayOptions,
             # disable=None: a bar only on a terminal
             bar = stack.enter_context(tqdm(desc=log.name, unit="frame", leave=False, total=total,
                                            disable=None if options.progress else True))
-            pacer = Pacer(source, options.rate) if options.rate is not None else None
+            if options.rate is not None:  # a playback paces itself, at the app's speed
+                pacer = Pacer(source, options.rate if playback is None else None)
             for frame, result, timings in perceived(perceiver, source, pacer, report):
                 if planner is not None:
-                    planner.step(result, now=plan_time(result, timings, options.rate),
+                    if frame.meta.get("after_seek"):
+                        planner.reset()
+                    rate = playback.speed if playback is not None else options.rate
+                    planner.step(result, now=plan_time(result, timings, rate),
                                  image=frame.image)
                     timings["plan"] = result.timings_ms["plan"]
                 timings["write"] = outputs.wait()
                 outputs.write(frame, result, planner.bev if planner is not None else None)
+                if live is not None:
+                    live.publish(frame, result)
                 report.timings.append(timings)
                 report.processed += 1
                 bar.update(1)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
+            if playback is not None:  # ends a wait for the app's play at once
+                playback.close()
             if pacer is not None:
                 pacer.close()
         report.error = str(source.error) if source.error is not None else None
@@ -117,6 +139,28 @@ def replay_log(log: Path, models: list[str], options: ReplayOptions,
         report.dropped = pacer.dropped if pacer is not None else 0
         outputs.close()
     return report
+
+
+def log_playback(log: Path, options: ReplayOptions) -> Playback | None:
+    """The log as a playback the Foxglove app drives, on a timeline from the first frame to the
+    log's end (or --end); None when the log does not tell its length cheaply. Reads the first
+    frame now."""
+    span = log_span(log)
+    end = min(v for v in (span, options.end) if v is not None) \
+        if span is not None or options.end is not None else None
+    if end is None:
+        return None
+    head, frames = opened_log(log, options)
+    start_ns = log_time_ns(head.timestamp)
+    origin_ns = start_ns - log_time_ns(options.start or 0.0)
+    timeline = Timeline(origin_ns, start_ns, max(start_ns, origin_ns + log_time_ns(end)))
+
+    def reopen(seconds: float) -> Iterator[Frame]:
+        if options.end is not None and seconds >= options.end:
+            return iter(())
+        return open_log(log, options.topic, seconds, options.end, options.max_pixels)
+
+    return Playback(frames, reopen, timeline, options.rate, options.loop)
 
 
 def plan_time(result: FrameResult, timings: dict[str, float], rate: float | None) -> float:
@@ -159,9 +203,9 @@ class UntilBroken:
             self.error = error
 
 
-def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
-    """The log's frames, over and over with --loop (times shifted to keep increasing). The
-    first frame is read now: a log without one in range is unusable."""
+def opened_log(log: Path, options: ReplayOptions) -> tuple[Frame, Iterator[Frame]]:
+    """(first frame, all the frames in range, that one included). The first frame is read now:
+    a log without one in range is unusable."""
     frames = open_log(log, options.topic, options.start, options.end, options.max_pixels)
     try:
         head = next(frames)
@@ -169,7 +213,13 @@ def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
         raise SourceError(f"{log}: no frames in the selected topic and time range") from None
     except CorruptRecordError as error:
         raise SourceError(f"{error} (no frame before it)") from None
-    first_pass = itertools.chain([head], frames)
+    return head, itertools.chain([head], frames)
+
+
+def log_frames(log: Path, options: ReplayOptions) -> Iterator[Frame]:
+    """The log's frames, over and over with --loop (times shifted to keep increasing). The
+    first frame is read now."""
+    _, first_pass = opened_log(log, options)
 
     def passes() -> Iterator[Frame]:
         frames, offset = first_pass, 0.0

@@ -113,3 +113,9 @@ def rosbag_topic_counts(path: Path) -> dict[str, int]:
     with AnyReader([path], default_typestore=ros_typestore()) as reader:
         return {name: info.msgcount for name, info in reader.topics.items()
                 if info.msgtype in IMAGE_TYPES}
+
+
+def rosbag_span(path: Path) -> float:
+    """Seconds from the first message to the last, from the bag's metadata."""
+    with AnyReader([path], default_typestore=ros_typestore()) as reader:
+        return (reader.end_time - reader.start_time) / 1e9

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+
 from perception.frames import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -37,8 +39,8 @@ from perception.frames import (
     video_frames,
 )
 from perception.logs.kitti_source import is_kitti, kitti_frames, kitti_topic_counts
-from perception.logs.mcap_source import mcap_frames, mcap_topic_counts
-from perception.logs.rosbag_source import rosbag_frames, rosbag_topic_counts
+from perception.logs.mcap_source import mcap_frames, mcap_span, mcap_topic_counts
+from perception.logs.rosbag_source import rosbag_frames, rosbag_span, rosbag_topic_counts
 
 
 def open_log(path: str | Path, topic: str | None = None, start: float | None = None,
@@ -96,6 +98,40 @@ def count_log_frames(path: str | Path, topic: str | None = None) -> int | None:
     if topic is None:
         return next(iter(counts.values())) if len(counts) == 1 else None
     return counts.get(topic)
+
+
+def log_span(path: str | Path) -> float | None:
+    """Seconds from a log's first message to its last, where the log says so cheaply (an MCAP
+    summary, a bag's metadata, a video's frame count and rate, a folder's listing, at 1 s an
+    image); None otherwise (an MCAP without summary, a KITTI folder). The timeline of
+    `perception replay --foxglove`."""
+    path = Path(path)
+    if path.is_file() and (path.suffix == ".db3" or path.name == "metadata.yaml"):
+        path = path.parent
+    try:
+        if path.is_file() and path.suffix == ".mcap":
+            return mcap_span(path)
+        if path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file()):
+            recordings = sorted(path.glob("*.mcap")) if path.is_dir() else []
+            return mcap_span(recordings[0]) if len(recordings) == 1 else rosbag_span(path)
+        if path.is_dir():
+            count = None if is_kitti(path) else count_frames(str(path))
+            return float(count - 1) if count else None
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return video_span(path)
+    except Exception:  # a damaged log: no span, the reader will say what is wrong
+        return None
+    return 0.0 if path.suffix.lower() in IMAGE_SUFFIXES else None
+
+
+def video_span(path: Path) -> float | None:
+    """The time of a video's last frame, from its frame count and rate."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return (count - 1) / fps if count > 0 and fps > 0 else None
 
 
 def within(frames: Iterator[Frame], start: float | None, end: float | None) -> Iterator[Frame]:
