@@ -19,13 +19,14 @@ from typing import Any
 import carla
 
 from perception.frames import Frame
+from perception.logs.foxglove_live import FoxgloveAddress
 from perception.results import Control, FrameResult
 from sim_bridge import ground_truth
 from sim_bridge.camera_spec import CameraSpec
 from sim_bridge.driving import camera_model
 from sim_bridge.loop import EgoState, Perceive, PlanStep, SimTick, step
 from sim_bridge.metrics import DrivingMetrics
-from sim_bridge.recording import recording
+from sim_bridge.recording import live_view, recording
 from sim_bridge.sensors import CAMERA_MOUNT, FrameBuffer, image_to_bgr
 from sim_bridge.session import SimError, SpawnedActors, connect, find_blueprint, synchronous_mode
 
@@ -46,6 +47,7 @@ class SimConfig:
     traffic: int = 0
     ground_truth: bool = False  # spawn a semantic camera and record CARLA's labels
     out: Path | None = None
+    foxglove: FoxgloveAddress | None = None  # publish live for the Foxglove app
 
 
 @dataclass
@@ -68,7 +70,8 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
     client, world = connect(config.host, config.port, config.connect_timeout_s, config.town,
                             client_factory)
     traffic_manager = traffic_manager_of(client) if config.traffic else None
-    with recording(config.out, camera_model(config.camera)) as recorder, \
+    camera = camera_model(config.camera)
+    with recording(config.out, camera) as recorder, live_view(config.foxglove, camera) as live, \
             synchronous_mode(world, config.fixed_delta_s, traffic_manager), \
             SpawnedActors(world) as actors:
         rig = spawn_rig(world, actors, config)
@@ -80,7 +83,7 @@ def run(config: SimConfig, make_perceive: Callable[[Rig], Perceive],
         tick(world, 0)  # one tick for the new sensors to start streaming
         try:
             for _ in range(config.ticks):
-                step(simulator, perceive, plan_step, rig.metrics, recorder)
+                step(simulator, perceive, plan_step, rig.metrics, recorder, live=live)
         except KeyboardInterrupt:
             rig.metrics.interrupted = True
         summary = rig.metrics.summary()

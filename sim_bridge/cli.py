@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perception.commands.options import add_models_argument
+from perception.commands.options import (
+    add_foxglove_arguments,
+    add_models_argument,
+    foxglove_address,
+)
 from perception.driving.camera import CameraModel, camera_file_text
 from perception.errors import PerceptionError
 from perception.logs.files import write_atomically
@@ -53,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulation steps to drive (default 600: 30 s in CARLA at 20 Hz, "
                              "60 s in MetaDrive at 10 Hz)")
     parser.add_argument("--out", type=Path, help="record the run to this MCAP file")
+    add_foxglove_arguments(parser, "publish the run live for the Foxglove app (WebSocket)")
     parser.add_argument("--traffic", type=float, metavar="N|DENSITY",
                         help="CARLA: spawn N cars driven by the Traffic Manager (default 0); "
                              "MetaDrive: traffic density in [0, 1] (default 0.1)")
@@ -127,7 +132,7 @@ def carla_config_from(args: argparse.Namespace) -> SimConfig:
                      route_m=route if args.route is None else args.route,
                      traffic=int(traffic),
                      ground_truth=args.ground_truth or args.perception == "ground-truth",
-                     out=args.out)
+                     out=args.out, foxglove=foxglove_address(args))
 
 
 def metadrive_config_from(args: argparse.Namespace) -> MetaDriveRun:
@@ -148,7 +153,8 @@ def metadrive_config_from(args: argparse.Namespace) -> MetaDriveRun:
                                 height=spec.height, fov_deg=spec.fov,
                                 truth_every=args.truth_every)
     check_config(simulator)
-    return MetaDriveRun(simulator, ticks=args.ticks, route_m=route, out=args.out)
+    return MetaDriveRun(simulator, ticks=args.ticks, route_m=route, out=args.out,
+                        foxglove=foxglove_address(args))
 
 
 def main(args: argparse.Namespace) -> int:

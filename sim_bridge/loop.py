@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 
 from perception.frames import Frame
+from perception.logs.foxglove_live import FoxgloveLive
+from perception.logs.mount import log_time_ns
 from perception.results import Control, FrameResult, Plan
 from sim_bridge.metrics import DrivingMetrics
 from sim_bridge.recording import SimRecorder
@@ -83,9 +85,10 @@ class Step:
 
 
 def step(sim: Simulator, perceive: Perceive, plan_step: PlanStep, metrics: DrivingMetrics,
-         recorder: SimRecorder | None, want_truth: bool = False) -> Step:
-    """One step of the loop: tick, perceive, plan, drive, measure and record. The simulator's
-    labels are fetched when recording or when `want_truth` (scoring)."""
+         recorder: SimRecorder | None, want_truth: bool = False,
+         live: FoxgloveLive | None = None) -> Step:
+    """One step of the loop: tick, perceive, plan, drive, measure, record and publish live.
+    The simulator's labels are fetched when recording or when `want_truth` (scoring)."""
     tick = sim.tick()
     frame = result = None
     perception_ms = None
@@ -107,7 +110,7 @@ def step(sim: Simulator, perceive: Perceive, plan_step: PlanStep, metrics: Drivi
                  plan.status)
     truth = (sim.ground_truth(frame)
              if frame is not None and (recorder is not None or want_truth) else None)
-    if recorder is not None and frame is not None:
+    if (recorder is not None or live is not None) and frame is not None:
         control = plan.control
         state = {**tick.state, "sim_time": tick.time_s, "x": ego.x, "y": ego.y,
                  "yaw": ego.yaw_deg, "speed_mps": ego.speed_mps, "on_road": ego.on_road,
@@ -115,5 +118,9 @@ def step(sim: Simulator, perceive: Perceive, plan_step: PlanStep, metrics: Drivi
                  "control": {"steer": control.steer, "throttle": control.throttle,
                              "brake": control.brake},
                  "perception_ms": perception_ms, "control_ms": control_ms}
-        recorder.frame(frame, result, state, truth)
+        if recorder is not None:
+            recorder.frame(frame, result, state, truth)
+        if live is not None:  # never blocks: a slow viewer drops frames, the loop does not
+            live.publish(frame, result)
+            live.write_json("/sim/state", log_time_ns(frame.timestamp), state)
     return Step(frame, result, plan, ego, truth)

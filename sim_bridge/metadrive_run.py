@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from perception.driving.camera import CameraModel
+from perception.logs.foxglove_live import FoxgloveAddress
 from sim_bridge.loop import Perceive, step
 from sim_bridge.metadrive_sim import STEP_S, MetaDriveConfig, MetaDriveSimulator, car_planner
 from sim_bridge.metrics import DrivingMetrics
-from sim_bridge.recording import recording
+from sim_bridge.recording import live_view, recording
 from sim_bridge.scoring import DriveScore
 
 # DrivingMetrics' keys that only CARLA's sensors fill, or that DriveScore replaces
@@ -31,6 +32,7 @@ class MetaDriveRun:
     ticks: int = 600
     route_m: float = 300.0
     out: Path | None = None
+    foxglove: FoxgloveAddress | None = None  # publish live for the Foxglove app
 
 
 def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perceive] | None,
@@ -48,12 +50,12 @@ def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perc
         perceive = (simulator.ground_truth if make_perceive is None
                     else make_perceive(simulator))
         metrics, score = DrivingMetrics(STEP_S), DriveScore(config.route_m)
-        with recording(config.out, camera) as recorder:
+        with recording(config.out, camera) as recorder, live_view(config.foxglove, camera) as live:
             started = time.perf_counter()
             try:
                 for _ in range(config.ticks):
                     done = step(simulator, perceive, planner.step, metrics, recorder,
-                                want_truth=make_perceive is not None)
+                                want_truth=make_perceive is not None, live=live)
                     if make_perceive is not None and done.result and done.truth:
                         score.perception(done.result, done.truth)
                     offset, on_curve = simulator.lane_offset()

@@ -11,6 +11,8 @@ It adds:
     /ground_truth/boxes      JSON                        vehicles and walkers, frame pixels
     /sim/metrics             JSON                        the run's metrics, once at the end
 
+`live_view` publishes the same topics (and /sim/state) live for the Foxglove app.
+
 The file is written under a temporary name and renamed when the run ends; an error leaves
 nothing.
 """
@@ -28,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from perception.driving.camera import CameraModel
 from perception.frames import Frame
 from perception.logs.files import atomic_output
+from perception.logs.foxglove_live import FoxgloveAddress, FoxgloveLive, foxglove_live
 from perception.logs.foxglove_writer import CAMERA_FRAME, FoxgloveWriter, camera_info_of_model
 from perception.results import FrameResult
 
@@ -71,3 +74,15 @@ def recording(path: str | Path | None, camera: CameraModel) -> Iterator[SimRecor
                                default_camera_info=camera_info_of_model(camera))
         yield recorder
         recorder.finish()
+
+
+@contextmanager
+def live_view(address: FoxgloveAddress | None, camera: CameraModel
+              ) -> Iterator[FoxgloveLive | None]:
+    """The run's topics published live for the Foxglove app at `address` (None: not at all);
+    a port that cannot be used is a PerceptionError before the first tick."""
+    if address is None:
+        yield None
+        return
+    with foxglove_live(address.host, address.port, camera) as live:
+        yield live

@@ -4,7 +4,14 @@ and its bad-input messages (one line on stderr, exit code 2)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +21,8 @@ from mcap.reader import make_reader  # noqa: E402
 
 from perception.cli import main  # noqa: E402
 from perception.logs.sources import open_log  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def closed_port() -> int:
@@ -107,3 +116,38 @@ def test_no_server_with_the_real_client(capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith(f"perception: error: no CARLA server answered at 127.0.0.1:{port}")
+
+
+def test_sim_publishes_live_for_foxglove() -> None:
+    """`perception sim --foxglove-port 0`: a Foxglove client gets the camera and the
+    simulator's state live while the car drives (fake CARLA, ground-truth perception)."""
+    from websockets.sync.client import connect
+
+    from tests.test_foxglove_live import SUBPROTOCOL, Viewer
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perception", "sim", "--fake", "straight", "--port", "2623",
+         "--ticks", "2000", "--perception", "ground-truth", "--camera", "320x180,90",
+         "--foxglove-port", "0"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        match = re.search(r"Foxglove live on (ws://\S+)", line)
+        assert match, line
+        seen: set[str] = set()
+        with connect(match[1], subprotocols=[SUBPROTOCOL], max_size=None, compression=None,
+                     open_timeout=30) as ws:
+            viewer = Viewer(ws)
+            viewer.subscribe(json.loads(ws.recv(timeout=30))["channels"])
+            deadline = time.monotonic() + 60
+            while not {"/camera/image", "/sim/state"} <= seen and time.monotonic() < deadline:
+                kind, value = viewer.next()
+                if kind == "data":
+                    seen.add(value[0]["topic"])
+                    if value[0]["topic"] == "/sim/state":
+                        assert "speed_mps" in value[2] and "status" in value[2]
+        assert {"/camera/image", "/sim/state"} <= seen
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the run ends with its scores so far
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr

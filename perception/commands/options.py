@@ -9,6 +9,7 @@ from pathlib import Path
 
 from perception.driving.camera import CameraError, CameraModel, load_camera
 from perception.errors import PerceptionError
+from perception.logs.foxglove_live import DEFAULT_HOST, DEFAULT_PORT, FoxgloveAddress
 from perception.zoo.registry import default_models
 
 
@@ -55,3 +56,25 @@ def planning_camera(args: argparse.Namespace) -> CameraModel | None:
     except CameraError as error:
         raise CameraError(f"--camera-crop {args.camera_crop} with {args.camera}: {error}") \
             from None
+
+
+def add_foxglove_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--foxglove`, `--foxglove-port N`, `--foxglove-host H`: publish live for the Foxglove
+    app (perception/logs/foxglove_live.py); `what` is the help of `--foxglove`."""
+    parser.add_argument("--foxglove", action="store_true", help=what)
+    parser.add_argument("--foxglove-port", type=int, metavar="N",
+                        help=f"its port (default {DEFAULT_PORT}; 0: any free one); implies "
+                             "--foxglove")
+    parser.add_argument("--foxglove-host", metavar="H",
+                        help=f"the address it listens on (default {DEFAULT_HOST}); implies "
+                             "--foxglove")
+
+
+def foxglove_address(args: argparse.Namespace) -> FoxgloveAddress | None:
+    """Where to publish live: with --foxglove, --foxglove-port or --foxglove-host."""
+    if not (args.foxglove or args.foxglove_port is not None or args.foxglove_host is not None):
+        return None
+    port = DEFAULT_PORT if args.foxglove_port is None else args.foxglove_port
+    if not 0 <= port <= 65535:
+        raise PerceptionError(f"--foxglove-port must be 0-65535 (0: any free port), got {port}")
+    return FoxgloveAddress(args.foxglove_host or DEFAULT_HOST, port)

@@ -40,13 +40,18 @@ import os
 import sys
 from pathlib import Path
 
-from perception.commands.options import add_models_argument, add_plan_arguments, planning_camera
+from perception.commands.options import (
+    add_foxglove_arguments,
+    add_models_argument,
+    add_plan_arguments,
+    foxglove_address,
+    planning_camera,
+)
 from perception.commands.summary import summary_table
 from perception.errors import PerceptionError
 from perception.frames import DEFAULT_MAX_PIXELS, pixel_limit
 from perception.logs import fleet
 from perception.logs.files import make_folder, writable
-from perception.logs.foxglove_live import DEFAULT_HOST, DEFAULT_PORT, FoxgloveAddress
 from perception.logs.outputs import MCAP_PROFILES, OutputPaths
 from perception.logs.replay import ReplayOptions, replay_log
 from perception.zoo.registry import model_names
@@ -77,15 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="skip images with more pixels, before decoding them (default "
                              f"{DEFAULT_MAX_PIXELS}, 8K)")
-    parser.add_argument("--foxglove", action="store_true",
-                        help="publish live for the Foxglove app too (WebSocket); real time "
-                             "unless --rate or --max")
-    parser.add_argument("--foxglove-port", type=int, metavar="N",
-                        help=f"its port (default {DEFAULT_PORT}; 0: any free one); implies "
-                             "--foxglove")
-    parser.add_argument("--foxglove-host", metavar="H",
-                        help=f"the address it listens on (default {DEFAULT_HOST}); implies "
-                             "--foxglove")
+    add_foxglove_arguments(parser, "publish live for the Foxglove app too (WebSocket); real time "
+                                   "unless --rate or --max")
     add_models_argument(parser)
     add_plan_arguments(parser)
     parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -159,16 +157,6 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
                          outputs=OutputPaths(mcap=args.out, jsonl=args.json, video=args.video,
                                              mcap_profile=args.profile),
                          max_pixels=pixel_limit(args.max_pixels), foxglove=foxglove)
-
-
-def foxglove_address(args: argparse.Namespace) -> FoxgloveAddress | None:
-    """Where to publish live: with --foxglove, --foxglove-port or --foxglove-host."""
-    if not (args.foxglove or args.foxglove_port is not None or args.foxglove_host is not None):
-        return None
-    port = DEFAULT_PORT if args.foxglove_port is None else args.foxglove_port
-    if not 0 <= port <= 65535:
-        raise PerceptionError(f"--foxglove-port must be 0-65535 (0: any free port), got {port}")
-    return FoxgloveAddress(args.foxglove_host or DEFAULT_HOST, port)
 
 
 def check_outputs(logs: list[Path], outputs: list[Path]) -> None:
