@@ -77,6 +77,11 @@ def _sim() -> ModuleType:
     return cli
 
 
+def _behaviour() -> ModuleType:
+    from sim_bridge import behaviour_cli
+    return behaviour_cli
+
+
 COMMANDS: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "run": ("perceive an image, a folder of images or a video", _run),
     "models": ("list, pull and inspect models of the zoo", _models),
@@ -90,6 +95,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], ModuleType]]] = {
     "evaluate": ("score model sets against ground truth, per source and condition",
                  _evaluate),
     "sim": ("drive in the CARLA simulator, closed loop", _sim),
+    "behaviour": ("train and evaluate the DQN behaviour layer in MetaDrive", _behaviour),
 }
 
 

@@ -43,7 +43,9 @@ fi
 say "installing metadrive-simulator==0.4.3 and this project into $venv"
 "$venv/bin/pip" install -q metadrive-simulator==0.4.3 \
     || fail "pip could not install metadrive-simulator==0.4.3"
-"$venv/bin/pip" install -q -e "$repo[cpu]" || fail "pip could not install $repo[cpu]"
+# torch for the DQN behaviour layer (`perception behaviour`); 2.13.0 as the README's test command
+"$venv/bin/pip" install -q 'torch==2.13.0' -e "$repo[cpu,behaviour]" \
+    || fail "pip could not install $repo[cpu,behaviour]"
 
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 assets="$site/metadrive/assets"

@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "(default 1; each costs a second render)")
     metadrive.add_argument("--json", type=Path, metavar="SUMMARY.json",
                            help="write the run's scores to this JSON file")
+    metadrive.add_argument("--behaviour", choices=["rules", "dqn"], default="rules",
+                           help="the planner alone (default), or the DQN behaviour layer "
+                                "choosing lane and speed for it (perception behaviour)")
+    metadrive.add_argument("--behaviour-policy", type=Path, metavar="DQN.pt",
+                           default=Path("models/behaviour/dqn.pt"),
+                           help="the DQN's policy file (default models/behaviour/dqn.pt)")
     metadrive.add_argument("--save-camera", type=Path, metavar="CAMERA.yaml",
                            help="write the camera file the planner used")
 
@@ -153,8 +159,14 @@ def metadrive_config_from(args: argparse.Namespace) -> MetaDriveRun:
                                 height=spec.height, fov_deg=spec.fov,
                                 truth_every=args.truth_every)
     check_config(simulator)
+    behaviour = None
+    if args.behaviour == "dqn":
+        from sim_bridge.behaviour_policy import load_policy
+
+        load_policy(args.behaviour_policy)  # a bad file is refused before MetaDrive starts
+        behaviour = args.behaviour_policy
     return MetaDriveRun(simulator, ticks=args.ticks, route_m=route, out=args.out,
-                        foxglove=foxglove_address(args))
+                        foxglove=foxglove_address(args), behaviour=behaviour)
 
 
 def main(args: argparse.Namespace) -> int:

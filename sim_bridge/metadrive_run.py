@@ -16,6 +16,8 @@ from pathlib import Path
 
 from perception.driving.camera import CameraModel
 from perception.logs.foxglove_live import FoxgloveAddress
+from perception.results import Plan
+from sim_bridge.behaviour_policy import BehaviourLayer, load_policy
 from sim_bridge.loop import Perceive, step
 from sim_bridge.metadrive_sim import STEP_S, MetaDriveConfig, MetaDriveSimulator, car_planner
 from sim_bridge.metrics import DrivingMetrics
@@ -33,6 +35,7 @@ class MetaDriveRun:
     route_m: float = 300.0
     out: Path | None = None
     foxglove: FoxgloveAddress | None = None  # publish live for the Foxglove app
+    behaviour: Path | None = None  # a DQN policy file (behaviour_policy.py); None: the rules
 
 
 def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perceive] | None,
@@ -47,6 +50,13 @@ def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perc
         camera = simulator.camera()
         on_camera(camera)
         planner = car_planner(camera, detections_available)
+        plan_step = planner.step
+        if config.behaviour is not None:
+            layer = BehaviourLayer(load_policy(config.behaviour))
+
+            def plan_step(*args: object) -> Plan:
+                planner.tactic = layer.tactic(simulator.env.agent, simulator._other_vehicles())
+                return planner.step(*args)
         perceive = (simulator.ground_truth if make_perceive is None
                     else make_perceive(simulator))
         metrics, score = DrivingMetrics(STEP_S), DriveScore(config.route_m)
@@ -54,7 +64,7 @@ def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perc
             started = time.perf_counter()
             try:
                 for _ in range(config.ticks):
-                    done = step(simulator, perceive, planner.step, metrics, recorder,
+                    done = step(simulator, perceive, plan_step, metrics, recorder,
                                 want_truth=make_perceive is not None, live=live)
                     if make_perceive is not None and done.result and done.truth:
                         score.perception(done.result, done.truth)
@@ -71,6 +81,7 @@ def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perc
             summary.update(score.summary())
             summary["realtime_factor"] = round(metrics.ticks * STEP_S / wall_s, 4)
             summary["perception"] = "ground-truth" if make_perceive is None else "models"
+            summary["behaviour"] = "rules" if config.behaviour is None else "dqn"
             if recorder is not None:
                 recorder.metrics(metrics.ticks * STEP_S, summary)
     return summary

@@ -85,6 +85,19 @@ class PlannerConfig:
 
 
 @dataclass(frozen=True)
+class Tactic:
+    """A behaviour layer's wish for the next frames (sim_bridge/behaviour_policy.py): prefer
+    paths that are `offset_m` to the side (+ left; a lane change is one lane width) after the
+    longest sideways move, costing `weight` per metre away from it, and drive no faster than
+    `max_speed_mps`. The fail-safe and the in-path and curve limits still apply: they only ever
+    lower the speed."""
+
+    offset_m: float = 0.0
+    max_speed_mps: float = math.inf
+    weight: float = 3.0  # > (w_lane + w_centre) / lane width: a lane line may be crossed
+
+
+@dataclass(frozen=True)
 class PlannerState:
     """What the planner remembers between frames."""
 
@@ -129,6 +142,7 @@ class Planner:
                  detections_available: bool = True) -> None:
         self.camera, self.config = camera, config
         self.detections_available = detections_available  # False: obstacles unseen, go slow
+        self.tactic: Tactic | None = None  # set by a behaviour layer; None: the rules alone
         self.reset()
 
     @classmethod
@@ -175,7 +189,7 @@ class Planner:
                                    else self.horizon.update(result, camera))
             self.last_result, self.last_camera = result, camera
         output = plan_frame(self.last_result, self.last_camera, self.state, now, speed_mps,
-                            self.config, self.detections_available)
+                            self.config, self.detections_available, self.tactic)
         self.state, self.bev = output.state, output.bev
         if result is not None:
             result.plan = output.plan
@@ -306,10 +320,11 @@ def candidates(config: PlannerConfig) -> Candidates:
 
 
 def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
-                     config: PlannerConfig) -> Candidate | None:
+                     config: PlannerConfig, tactic: Tactic | None = None) -> Candidate | None:
     """The best candidate, or None when none has `min_free_m` of free road beyond the hood.
 
-    `previous` is the last plan's path moved into the current vehicle frame.
+    `previous` is the last plan's path moved into the current vehicle frame; a `tactic` adds
+    its cost for ending away from its offset.
     """
     paths = candidates(config)
     s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
@@ -340,6 +355,9 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
         prev_y = np.interp(x, previous[:, 0], previous[:, 1])
         change = (np.abs(y - prev_y) * span).sum(axis=1) / np.maximum(span.sum(axis=1), 1)
         score -= config.w_consistency * change
+    if tactic is not None:  # where each path is sideways once the longest move is done
+        after = (s >= max(config.transition_m)) & (s <= config.goal_m)
+        score -= tactic.weight * np.abs(y[:, after] - tactic.offset_m).mean(axis=1)
     score = np.where(free_length - hood_length >= config.min_free_m, score, -np.inf)
     best = int(np.argmax(score))
     if not np.isfinite(score[best]):
@@ -502,12 +520,13 @@ def in_path_limits(result: FrameResult, estimates: list[DistanceEstimate | None]
 
 def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerState, now: float,
                speed_mps: float | None = None, config: PlannerConfig = PlannerConfig(),
-               detections_available: bool = True) -> PlanOutput:
+               detections_available: bool = True, tactic: Tactic | None = None) -> PlanOutput:
     """Plan for one perceived frame at time `now` (same clock as `result.timestamp`).
 
     `speed_mps` is the car's measured speed; without one (a recorded video) the previous target
     speed stands in for it. `detections_available=False` says no detector ran (a segmentation
-    model alone): the plan is `degraded` and slow, since obstacles cannot be seen.
+    model alone): the plan is `degraded` and slow, since obstacles cannot be seen. A `tactic`
+    (a behaviour layer's) steers the choice of path and caps the speed before the in-path rule.
     """
     dt = 0.05 if state.time is None else float(np.clip(now - state.time, 0.0, 1.0))
     if speed_mps is None:
@@ -525,7 +544,7 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     bev = birdseye(result, camera, config.grid, near_x=config.front_m, estimates=estimates)
     cost = cost_grid(bev, config)
     previous = previous_path(state.previous, speed_mps, dt, config)
-    best = None if cost is None else score_candidates(cost, bev, previous, config)
+    best = None if cost is None else score_candidates(cost, bev, previous, config, tactic)
     if best is None:
         return safe_stop([why_nothing_ahead(cost, bev, config)], state, now, dt, config, bev)
 
@@ -539,6 +558,9 @@ def plan_frame(result: FrameResult | None, camera: CameraModel, state: PlannerSt
     status = "degraded" if reasons else "ok"
     state = replace(state, **stop_sign_memory(bev, state, speed_mps, now, config))
     target, why_slow = speed_profile(best, bev, state, dt, config)
+    if tactic is not None and tactic.max_speed_mps < target:
+        target = tactic.max_speed_mps
+        why_slow.append(f"behaviour: at most {tactic.max_speed_mps:.1f} m/s")
     in_path = in_path_limits(result, estimates, camera, best.points, config)
     for limit, why in in_path:
         if limit < target:

@@ -1,0 +1,139 @@
+"""The DQN behaviour layer (sim_bridge/behaviour_*.py) in this environment: the observation
+builder, the action mapping, the Planner's tactic hook on a synthetic road, the policy file's
+weights-only loading and its refusals. MetaDrive runs in tests/test_behaviour_metadrive.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from perception.cli import main
+from perception.driving.planning import PlannerConfig, PlannerState, Tactic, plan_frame
+from sim_bridge.behaviour_env import (
+    ACTIONS,
+    OBSERVATION_SIZE,
+    LeadCar,
+    Scene,
+    command,
+    in_path_cap,
+    observation,
+)
+from sim_bridge.behaviour_policy import (
+    PolicyFileError,
+    RulePolicy,
+    load_policy,
+    q_network,
+    save_policy,
+)
+from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, straight_centre
+
+CRUISE = PlannerConfig().cruise_speed_mps
+
+
+LEAD = LeadCar(20.0, 8.0)
+
+
+def scene(left=True, right=False, leads=(None, LEAD, None)) -> Scene:
+    return Scene(10.0, 0.35, 3.5, left, right, leads)
+
+
+def test_observation_scales_and_marks_missing_lanes_and_leads() -> None:
+    obs = observation(scene(leads=(None, LeadCar(20.0, 8.0), LeadCar(5.0, 1.0))))
+    assert obs.shape == (OBSERVATION_SIZE,) and obs.dtype == np.float32
+    assert np.allclose(obs[:5], [1.0, 0.1, 0.875, 1.0, 0.0])
+    assert np.allclose(obs[5:7], [1.0, 0.0])  # a left lane with nobody ahead: open road
+    assert np.allclose(obs[7:9], [0.25, 0.2])  # 20 m, closing at 2 m/s
+    assert np.allclose(obs[9:], [0.0, 0.0])  # no right lane: no room, whoever is "there"
+
+
+def test_actions_map_to_a_lane_and_a_speed() -> None:
+    s = scene()
+    assert command(ACTIONS.index("keep_lane"), s).lane_shift == 0
+    assert command(ACTIONS.index("change_left"), s).lane_shift == -1
+    assert command(ACTIONS.index("change_right"), s).lane_shift == 0  # no lane there
+    assert command(ACTIONS.index("keep_lane"), s).target_speed_mps == CRUISE
+    follow = command(ACTIONS.index("follow"), s)
+    # 20 m gap wanted 1.5 s * 10 m/s + 3 m = 18 m: a little faster than the lead's 8 m/s
+    assert follow.lane_shift == 0 and follow.target_speed_mps == pytest.approx(9.0)
+    alone = scene(leads=(None, None, None))
+    assert command(ACTIONS.index("follow"), alone).target_speed_mps == CRUISE
+    assert RulePolicy().act(observation(s)) == ACTIONS.index("keep_lane")
+
+
+def test_in_path_cap_is_the_planners_rule() -> None:
+    assert in_path_cap(None) == np.inf
+    assert in_path_cap(2.0) == 0.0  # within the stop gap
+    assert in_path_cap(15.0) < 5.0 < in_path_cap(60.0)  # a creep near, faster far
+    assert in_path_cap(10.0) <= in_path_cap(20.0) <= in_path_cap(40.0)
+
+
+def plan(road: Road, tactic: Tactic | None):
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    return plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=10.0,
+                      tactic=tactic).plan
+
+
+def test_a_tactic_moves_the_path_a_lane_and_caps_the_speed() -> None:
+    road = Road(straight_centre(), lanes_left=1, lanes_right=1)
+    kept = np.array(plan(road, None).waypoints)
+    assert np.abs(kept[:, 1]).max() < 0.15  # the rules: the lane centre
+    changed = plan(road, Tactic(offset_m=3.6, max_speed_mps=7.0))
+    path = np.array(changed.waypoints)
+    assert path[-1, 1] == pytest.approx(3.6, abs=0.3)  # ends in the left lane's centre
+    assert changed.target_speed_mps == 7.0
+    assert "behaviour: at most 7.0 m/s" in changed.reasons
+
+
+def test_the_in_path_rule_overrides_a_tactic() -> None:
+    road = Road(straight_centre(), lanes_left=1, cars=[Car(20.0, 0.0)])
+    fast = plan(road, Tactic(max_speed_mps=30.0))
+    assert fast.target_speed_mps < 7.0
+    assert any(r.startswith("car in path at") for r in fast.reasons)
+
+
+def test_policy_round_trip_weights_only(tmp_path) -> None:
+    torch.manual_seed(0)
+    network = q_network(OBSERVATION_SIZE, len(ACTIONS))
+    path = tmp_path / "dqn.pt"
+    save_policy(network.state_dict(), path, {"seed": 0})
+    assert json.loads(path.with_suffix(".json").read_text())["observation_size"] == 11
+    policy = load_policy(path)
+    obs = observation(scene())
+    expected = network(torch.as_tensor(obs)[None])[0].detach().numpy()
+    assert np.allclose(policy.q_values(obs), expected)
+    assert policy.act(obs) == int(np.argmax(expected))
+
+
+def test_bad_policy_files_are_refused_in_one_line(tmp_path) -> None:
+    path = tmp_path / "dqn.pt"
+    save_policy(q_network(OBSERVATION_SIZE, len(ACTIONS)).state_dict(), path, {})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps(meta | {"observation_size": 7}))
+    with pytest.raises(PolicyFileError, match="made for 7 observations"):
+        load_policy(path)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    torch.save(q_network(7, len(ACTIONS)).state_dict(), path)  # another network's tensors
+    with pytest.raises(PolicyFileError, match="not this policy's weights"):
+        load_policy(path)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(PolicyFileError, match="not this policy's weights"):
+        load_policy(path)
+    torch.save({"code": RulePolicy()}, path)  # a pickle of an object: weights-only refuses
+    with pytest.raises(PolicyFileError, match="not this policy's weights"):
+        load_policy(path)
+    with pytest.raises(PolicyFileError, match="not found"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_cli_refuses_a_bad_policy_with_exit_2(tmp_path, capsys) -> None:
+    bad = tmp_path / "dqn.pt"
+    bad.write_bytes(b"garbage")
+    bad.with_suffix(".json").write_text("[1, 2]")
+    assert main(["behaviour", "evaluate", "--policy", str(bad), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a behaviour policy's JSON" in err
+    assert main(["behaviour", "evaluate", "--policy", str(bad), "--traffic", "1.5"]) == 2
+    assert "must be in [0, 1]" in capsys.readouterr().err
