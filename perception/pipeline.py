@@ -99,7 +99,11 @@ class Perceiver:
     """Runs a set of models (typically one detector and one segmenter) on frames."""
 
     def __init__(self, models: list[tuple[ModelSpec, Path]], providers: list[str] | None = None,
-                 threads_per_model: int = 1, workers: int | None = None) -> None:
+                 threads_per_model: int = 1, workers: int | None = None,
+                 fit_lanes: bool = True) -> None:
+        """`fit_lanes=False` leaves `lane_boundaries` empty (the lane mask is still there):
+        for a caller that fits them only when asked (the service; ~2 ms a frame)."""
+        self.fit_lanes = fit_lanes
         self.models = [LoadedModel(spec, path, providers, threads_per_model)
                        for spec, path in models]
         self.specs = [m.spec for m in self.models]
@@ -174,7 +178,7 @@ class Perceiver:
                 result.timings_ms.update(output.timings_ms)
         for result in results:
             result.detections.sort(key=lambda d: -d.score)
-            if result.lanes is not None:
+            if self.fit_lanes and result.lanes is not None:
                 started = time.perf_counter()
                 result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width,
                                                              result.height)

@@ -1,9 +1,13 @@
 """Dynamic batching: many callers, one `perceive(frames)` call per batch.
 
-Callers `submit()` a frame and get a `concurrent.futures.Future`; one worker thread takes the
-first waiting request, gathers more until it has `max_batch` of them or `max_delay_ms` has
-passed since the first, runs them as one batch and hands each caller its own result. The queue is
-bounded: when it is full `submit()` raises `QueueFull` at once (HTTP 503, gRPC
+Callers `submit()` a frame and get a `concurrent.futures.Future`. Batching never waits for
+nothing: when the models are idle, a request is run at once, alone; requests that arrive while
+the models are busy wait in the queue, and the next batch takes all of them (up to
+`max_batch`). Only with `max_delay_ms` > 0 does a batch wait that long after its first request
+for company. Up to `workers` batches run at once, each on its own thread (a model call runs
+on one core, so a second batch keeps a second core busy); batches are gathered one at a time.
+
+The queue is bounded: when it is full `submit()` raises `QueueFull` at once (HTTP 503, gRPC
 RESOURCE_EXHAUSTED) instead of letting latency grow without limit. A request whose deadline
 passes while it waits is failed with `DeadlineExceeded` and never run. `close()` stops
 accepting and finishes everything already accepted. Batching off is `max_batch=1`.
@@ -14,7 +18,7 @@ models still answer a known-good `probe` frame is the input's fault: its caller 
 `InputRejected` (HTTP 400, gRPC INVALID_ARGUMENT) with a readable message; otherwise the
 models themselves failed and the caller gets the error as it was (HTTP 500, logged).
 
-Both transports share one batcher: FastAPI awaits the future with `asyncio.wrap_future`, the
+All transports share one batcher: FastAPI awaits the future with `asyncio.wrap_future`, the
 gRPC handlers block on `future.result()` in their own threads.
 """
 
@@ -70,11 +74,12 @@ class BatchStats:
 
 class Batcher:
     def __init__(self, perceive: Callable[[list[Frame]], list[FrameResult]], max_batch: int = 8,
-                 max_delay_ms: float = 5.0, queue_size: int = 64,
+                 max_delay_ms: float = 0.0, queue_size: int = 64,
                  on_batch: Callable[[BatchStats], None] | None = None,
-                 probe: Frame | None = None) -> None:
-        if max_batch < 1 or queue_size < 1 or max_delay_ms < 0:
-            raise ValueError("max_batch and queue_size must be >= 1, max_delay_ms >= 0")
+                 probe: Frame | None = None, workers: int = 1) -> None:
+        if max_batch < 1 or queue_size < 1 or workers < 1 or max_delay_ms < 0:
+            raise ValueError("max_batch, queue_size and workers must be >= 1, "
+                             "max_delay_ms >= 0")
         self.perceive = perceive
         self.probe = probe  # a frame the models are known to process (the warm-up frame)
         self.max_batch = max_batch
@@ -83,8 +88,11 @@ class Batcher:
         self._queue: queue.Queue[_Request] = queue.Queue(maxsize=queue_size)
         self._accepting = True
         self._lock = threading.Lock()  # orders submit() against close()
-        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._worker.start()
+        self._gathering = threading.Lock()  # one worker gathers a batch at a time
+        self._workers = [threading.Thread(target=self._run, name=f"batcher-{i}", daemon=True)
+                         for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def depth(self) -> int:
@@ -104,10 +112,11 @@ class Batcher:
         return request.future
 
     def close(self) -> None:
-        """Stop accepting, run everything already queued, then stop the worker."""
+        """Stop accepting, run everything already queued, then stop the workers."""
         with self._lock:
             self._accepting = False
-        self._worker.join()
+        for worker in self._workers:
+            worker.join()
 
     def _run(self) -> None:
         while True:
@@ -118,21 +127,24 @@ class Batcher:
                 self._run_batch(batch)
 
     def _collect(self) -> list[_Request] | None:
-        """The next batch; None once closed and drained."""
-        try:
-            first = self._queue.get(timeout=0.05)
-        except queue.Empty:
-            return None if not self._accepting else []
-        batch = [first]
-        until = time.monotonic() + self.max_delay_s
-        while len(batch) < self.max_batch:
-            left = until - time.monotonic()
+        """The next batch: the first request to come, with all that wait behind it (up to
+        `max_batch`), and those that come within `max_delay_s` if asked to wait; None once
+        closed and drained."""
+        with self._gathering:
             try:
-                batch.append(self._queue.get(timeout=left) if left > 0 else
-                             self._queue.get_nowait())
+                first = self._queue.get(timeout=0.05)
             except queue.Empty:
-                break
-        return batch
+                return None if not self._accepting else []
+            batch = [first]
+            until = time.monotonic() + self.max_delay_s
+            while len(batch) < self.max_batch:
+                left = until - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=left) if left > 0 else
+                                 self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            return batch
 
     def _run_batch(self, batch: list[_Request]) -> None:
         now = time.monotonic()

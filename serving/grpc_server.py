@@ -128,7 +128,7 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
             raise RequestError(400, request.error)
         service = self.service
         options = service.options(list(request.outputs), request.mask_encoding or None,
-                                  request.camera or None)
+                                  request.camera or None, request.mask_size or None)
         admitted = service.admit(request.image, service.check_header(request.image),
                                  context.time_remaining())
         try:

@@ -30,6 +30,7 @@ from perception.driving.camera import CameraModel, load_camera
 from perception.driving.planning import Planner
 from perception.errors import PerceptionError
 from perception.frames import Frame, SourceError, image_size
+from perception.lane_lines import fit_lane_boundaries
 from perception.modelspec import ModelSpec
 from perception.overlay import render_bev
 from perception.results import FrameResult, LaneBoundary, Plan
@@ -46,9 +47,12 @@ from serving.decoding import Decoded, decode, reduction, to_frame_pixels
 from serving.metrics import Metrics
 from serving.pixel_budget import Lease, PixelBudget
 
-OUTPUTS = ("detections", "masks", "plan", "bev")
+OUTPUTS = ("detections", "masks", "lanes", "plan", "bev")
 DEFAULT_OUTPUTS = ("detections", "masks")
 MASK_ENCODINGS = ("png", "rle")
+MASK_SIZES = ("model", "frame")
+LANE_OUTPUTS = frozenset({"lanes", "plan", "bev"})  # the outputs with fitted lane boundaries
+HEADER_SCAN_BYTES = 16 * 1024  # where `check_header_quickly` looks for the image's size
 
 
 class PerceiverLike(Protocol):
@@ -67,7 +71,8 @@ class ServeConfig:
     models: list[str] = field(default_factory=default_models)
     cameras: dict[str, Path] = field(default_factory=dict)  # name -> camera.yaml, first = default
     max_batch: int = 8
-    max_delay_ms: float = 5.0
+    max_delay_ms: float = 0.0  # 0: a batch never waits for company (see serving/batcher.py)
+    batch_workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # batches at once
     queue_size: int = 64
     request_timeout_s: float = 30.0
     api_keys: tuple[str, ...] = ()  # empty: no authentication
@@ -149,6 +154,14 @@ class Options:
     outputs: frozenset[str]
     mask_encoding: str
     camera: str | None
+    mask_size: str = "model"
+
+    @property
+    def costly(self) -> bool:
+        """Whether rendering the answer takes milliseconds (fitting lanes, planning, frame-size
+        masks): worth a thread off the event loop. Detections and model-size masks are not."""
+        return bool(self.outputs & LANE_OUTPUTS) or (
+            "masks" in self.outputs and self.mask_size == "frame")
 
 
 class Service:
@@ -189,7 +202,7 @@ class Service:
         self.batcher = Batcher(self._perceive, max_batch=self.config.max_batch,
                                max_delay_ms=self.config.max_delay_ms,
                                queue_size=self.config.queue_size, on_batch=self._on_batch,
-                               probe=warm)
+                               probe=warm, workers=self.config.batch_workers)
         self._ready.set()
 
     def wait_ready(self, timeout_s: float | None = None) -> bool:
@@ -220,7 +233,7 @@ class Service:
     # --- one request ------------------------------------------------------------------------
 
     def options(self, outputs: str | list[str] | None, mask_encoding: str | None,
-                camera: str | None) -> Options:
+                camera: str | None, mask_size: str | None = None) -> Options:
         if outputs is None or outputs == []:
             chosen = set(DEFAULT_OUTPUTS)
         else:
@@ -234,26 +247,48 @@ class Service:
         if encoding not in MASK_ENCODINGS:
             raise RequestError(400, f"mask_encoding {encoding!r} is not one of "
                                     f"{', '.join(MASK_ENCODINGS)}")
+        size = mask_size or "model"
+        if size not in MASK_SIZES:
+            raise RequestError(400, f"mask_size {size!r} is not one of {', '.join(MASK_SIZES)}")
         if camera and camera not in self.cameras:
             known = ", ".join(self.cameras) or "none were configured"
             raise RequestError(400, f"unknown camera {camera!r} (cameras: {known})")
         if chosen & {"plan", "bev"} and not self.cameras:
             raise RequestError(400, "plan and bev outputs need a camera: start the server with "
                                     "--camera NAME=camera.yaml")
-        return Options(frozenset(chosen), encoding, camera or next(iter(self.cameras), None))
+        return Options(frozenset(chosen), encoding, camera or next(iter(self.cameras), None),
+                       size)
 
     def check_header(self, data: bytes) -> tuple[int, int]:
         """The image's (width, height) from its header, before any pixel is decoded: 400
         empty, not an image or no pixels; 413 over `max_body_bytes` or `max_pixels`."""
+        self._check_length(data)
+        try:
+            width, height = image_size(data, "image")
+        except SourceError as error:
+            raise RequestError(400, str(error)) from None
+        return self._check_size(width, height)
+
+    def check_header_quickly(self, data: bytes) -> tuple[int, int] | None:
+        """`check_header` for a header in the first `HEADER_SCAN_BYTES` (any real image's: a
+        few microseconds, fit for the event loop); None when it is not there, or the data is
+        no image: `check_header` then says which, off the loop (walking a crafted 16 MB JPEG
+        of tiny segments takes seconds)."""
+        self._check_length(data)
+        try:
+            width, height = image_size(data[:HEADER_SCAN_BYTES], "image")
+        except SourceError:
+            return None
+        return self._check_size(width, height)
+
+    def _check_length(self, data: bytes) -> None:
         if not data:
             raise RequestError(400, "image is empty (0 bytes)")
         if len(data) > self.config.max_body_bytes:
             raise RequestError(413, f"image is {len(data)} bytes; the limit is "
                                     f"{self.config.max_body_bytes}")
-        try:
-            width, height = image_size(data, "image")
-        except SourceError as error:
-            raise RequestError(400, str(error)) from None
+
+    def _check_size(self, width: int, height: int) -> tuple[int, int]:
         if width <= 0 or height <= 0:
             raise RequestError(400, f"image header says {width}x{height} pixels")
         if width * height > self.config.max_pixels:
@@ -367,7 +402,9 @@ class Service:
 
         With `plan` or `bev`, the planner runs here, at answer time: a frame that waited past
         the planner's deadline gets a safe stop ("perception is stale"), never a late guess.
-        A stream passes its planner (see `planner`); a single request gets a fresh one.
+        A stream passes its planner (see `planner`); a single request gets a fresh one. Lane
+        boundaries are fitted here too, only for the outputs that have them (the planner fits
+        them itself).
         """
         bev = None
         if options.outputs & {"plan", "bev"}:
@@ -381,11 +418,17 @@ class Service:
             if "bev" in options.outputs and planner.bev is not None:
                 bev = bev_payload(planner.bev, result.plan,
                                   lane_boundaries=result.lane_boundaries)
+        elif "lanes" in options.outputs and result.lanes is not None \
+                and not result.lane_boundaries:
+            result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width,
+                                                         result.height)
         data = result.model_dump(mode="json")
         if "detections" not in options.outputs:
             data["detections"] = []
-        data["masks"] = (result.encode_masks(options.mask_encoding).model_dump(mode="json")
-                         if "masks" in options.outputs else None)
+        data["masks"] = (result.encode_masks(options.mask_encoding, options.mask_size)
+                         .model_dump(mode="json") if "masks" in options.outputs else None)
+        if not options.outputs & LANE_OUTPUTS:
+            data["lane_boundaries"] = []
         if "plan" not in options.outputs:
             data["plan"] = None
         data["bev"] = bev

@@ -114,9 +114,9 @@ def real_server(grpc: bool = True) -> tuple[str, Service, object]:
     """
     from perception.pipeline import Perceiver
 
-    config = ServeConfig(port=0, grpc_port=0 if grpc else None, max_batch=8, max_delay_ms=5,
+    config = ServeConfig(port=0, grpc_port=0 if grpc else None, max_batch=8,
                          cameras={"bdd": BDD_CAMERA}, models=["yolox-nano", "twinlitenet"])
-    service = Service(config, lambda: Perceiver.from_names(config.models))
+    service = Service(config, lambda: Perceiver.from_names(config.models, fit_lanes=False))
     context = running_server(service)
     _KEEP_RUNNING.append(context)  # a collected context manager would stop the server
     return context.__enter__()

@@ -128,15 +128,16 @@ class FilledPerceiver:
 def test_fields_arrive_over_a_real_channel_unary_and_streamed() -> None:
     service = Service(ServeConfig(port=0, grpc_port=0, models=["filled"]), FilledPerceiver)
     with running_server(service) as (base, _, app):
-        http = httpx.post(f"{base}/v1/perceive", content=solid_jpeg(90),
+        http = httpx.post(f"{base}/v1/perceive?outputs=detections,lanes", content=solid_jpeg(90),
                           headers={"content-type": "image/jpeg"}, timeout=30).json()
+        request = Request(image=solid_jpeg(90), outputs=["detections", "lanes"])
         with grpc.insecure_channel(f"127.0.0.1:{app.state.grpc.port}") as channel:
             stub = perception_pb2_grpc.PerceptionStub(channel)
-            unary = stub.Perceive(Request(image=solid_jpeg(90)), timeout=30)
-            streamed = list(stub.StreamPerceive(iter([Request(image=solid_jpeg(90))] * 2),
-                                                timeout=30))
+            unary = stub.Perceive(request, timeout=30)
+            streamed = list(stub.StreamPerceive(iter([request] * 2), timeout=30))
     expected = json_fields(http)
     assert expected["detections"][0] == ("car", 12.3, "both", True)  # the HTTP API has them too
+    assert len(expected["lane_boundaries"]) == len(LANES)
     assert new_fields(unary) == expected
     assert len(streamed) + sum(a.dropped for a in streamed) == 2  # the newest frame wins
     assert all(new_fields(answer) == expected for answer in streamed)

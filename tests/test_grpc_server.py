@@ -48,9 +48,16 @@ def test_unary_perceive_matches_http(real: tuple[str, grpc.Channel], images: lis
         assert ours.score == pytest.approx(theirs["score"], abs=1e-4)
     assert answer.masks.drivable.data == base64.b64decode(http["masks"]["drivable"]["data"])
     assert answer.timings_ms["twinlitenet/inference"] > 0
-    rle = stub.Perceive(Request(image=images[0], outputs=["masks"], mask_encoding="rle"),
+    rle = stub.Perceive(Request(image=images[0], outputs=["masks", "lanes"], mask_encoding="rle"),
                         timeout=60)
-    assert len(rle.detections) == 0 and sum(rle.masks.lanes.counts) == 1280 * 720
+    lanes = rle.masks.lanes  # at twinlitenet's resolution, covering the frame
+    assert (lanes.width, lanes.height, lanes.frame_width, lanes.frame_height) == \
+        (640, 360, 1280, 720)
+    assert len(rle.detections) == 0 and sum(lanes.counts) == 640 * 360
+    assert rle.lane_boundaries and answer.lane_boundaries == []  # asked for, or not
+    frame = stub.Perceive(Request(image=images[0], outputs=["masks"], mask_size="frame"),
+                          timeout=60)
+    assert (frame.masks.drivable.width, frame.masks.drivable.height) == (1280, 720)
 
 
 def test_plan_and_bev_over_grpc(real: tuple[str, grpc.Channel], images: list[bytes]) -> None:
@@ -90,7 +97,8 @@ def test_bad_input_is_invalid_argument(real: tuple[str, grpc.Channel],
     for request, words in ((Request(image=b"nope"), "is not a JPEG"),
                            (Request(image=b""), "empty"),
                            (Request(image=images[0], outputs=["faces"]), "faces"),
-                           (Request(image=images[0], mask_encoding="gif"), "gif")):
+                           (Request(image=images[0], mask_encoding="gif"), "gif"),
+                           (Request(image=images[0], mask_size="half"), "half")):
         with pytest.raises(grpc.RpcError) as error:
             stub.Perceive(request, timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -147,7 +155,7 @@ def test_api_keys_on_grpc() -> None:
 def test_queue_full_is_resource_exhausted_and_deadline_is_deadline_exceeded() -> None:
     gate = threading.Event()
     gate.set()
-    config = ServeConfig(grpc_port=0, max_batch=1, max_delay_ms=0, queue_size=1)
+    config = ServeConfig(grpc_port=0, max_batch=1, batch_workers=1, queue_size=1)
     perceiver = StatsPerceiver(gate)
     service = Service(config, lambda: perceiver)
     with running_server(service) as (_, _, app):

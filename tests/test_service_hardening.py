@@ -138,7 +138,8 @@ def test_real_letterbox_models_answer_a_strip_beside_real_frames(models_mirror: 
     images = [p.read_bytes() for p in sorted((assets / BDD).glob("*.jpg"))][:3]
     with ThreadPoolExecutor(4) as pool:
         calls = [pool.submit(post, base, data, "image/jpeg") for data in images]
-        strip = pool.submit(post, base, png(1, 10000), query="?mask_encoding=rle")
+        strip = pool.submit(post, base, png(1, 10000),
+                            query="?mask_encoding=rle&mask_size=frame")
         assert [call.result().status_code for call in calls] == [200, 200, 200]
         answer = strip.result()
     assert answer.status_code == 200, answer.text
@@ -213,12 +214,37 @@ def test_jpeg_bombs_decode_within_the_deadline_and_reduced() -> None:
     assert service.pixels.in_use == 0
 
 
-def test_reduction_factor_keeps_twice_the_model_input() -> None:
+def test_headers_past_16_kb_are_read_off_the_event_loop() -> None:
+    """The image's size is read on the event loop when its header is in the first 16 KB (any
+    real image's); a JPEG with a 20 KB EXIF-like block first is still answered, and a crafted
+    8 MB JPEG of 4-byte segments, which takes a second of Python to walk, does not hold
+    /healthz up meanwhile."""
+    frame = solid_jpeg(120, (64, 48))
+    padded = frame[:2] + b"\xff\xe1" + struct.pack(">H", 20_002) + bytes(20_000) + frame[2:]
+    crafted = b"\xff\xd8" + b"\xff\xfe\x00\x02" * (2 * 1024 * 1024) + frame[2:]
+    service = Service(config(), StatsPerceiver)
+    with hardened(service) as base, ThreadPoolExecutor(2) as pool:
+        answer = post(base, padded, "image/jpeg")
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["width"], answer.json()["height"]) == (64, 48)
+        slow = pool.submit(post, base, crafted, "image/jpeg", query="?outputs=detections")
+        time.sleep(0.2)  # the walk has begun
+        started = time.monotonic()
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 0.5
+        assert slow.result(60).status_code == 200
+
+
+def test_reduction_factor_keeps_the_model_input() -> None:
     specs = [ModelSpec("a", "detection", "yolox", InputSpec(416, 416)),
              ModelSpec("b", "segmentation", "twinlitenet", InputSpec(640, 360))]
-    assert reduction(1280, 720, specs) == 1
-    assert reduction(3840, 2160, specs) == 2  # 1920x1080 >= 1280x832
-    assert reduction(7000, 4000, specs) == 4
+    multitask = [ModelSpec("m", "multitask", "multitask", InputSpec(512, 288))]
+    assert reduction(1280, 720, specs) == 1  # 640x360 is under 640x416
+    assert reduction(1280, 720, multitask) == 2  # 640x360 >= 512x288
+    assert reduction(1024, 576, multitask) == 2  # exactly the input: the model never enlarges
+    assert reduction(1022, 576, multitask) == 1
+    assert reduction(3840, 2160, specs) == 4  # 960x540 >= 640x416
+    assert reduction(7000, 4000, specs) == 8
     assert reduction(7680, 7680, specs[:1]) == 8
     assert reduction(7000, 4000, []) == 1  # models not loaded yet
     image = decode(jpeg_bomb(1001, 999), 1001, 999, 8, 10**8)
@@ -227,7 +253,7 @@ def test_reduction_factor_keeps_twice_the_model_input() -> None:
 
 def test_reduced_decode_gives_the_same_boxes_in_frame_pixels(models_mirror: Path,
                                                              assets: Path) -> None:
-    """A 3840x2160 upscale of a real frame (decoded at 1/2) against the 1280x720 original."""
+    """A 3840x2160 upscale of a real frame (decoded at 1/4) against the 1280x720 original."""
     base = real_server()[0]
     original = sorted((assets / BDD).glob("*.jpg"))[0].read_bytes()
     frame = cv2.imdecode(np.frombuffer(original, np.uint8), cv2.IMREAD_COLOR)
@@ -236,7 +262,8 @@ def test_reduced_decode_gives_the_same_boxes_in_frame_pixels(models_mirror: Path
     small = post(base, original, "image/jpeg", query="?mask_encoding=rle").json()
     large = post(base, big, "image/jpeg", query="?mask_encoding=rle").json()
     assert (large["width"], large["height"]) == (3840, 2160)
-    assert large["masks"]["drivable"]["width"] == 3840
+    drivable = large["masks"]["drivable"]  # at the model's resolution, covering 4K
+    assert (drivable["width"], drivable["frame_width"]) == (640, 3840)
     cars = [np.array(d["box"]) * 3 for d in small["detections"] if d["score"] > 0.5]
     found = [np.array(d["box"]) for d in large["detections"]]
     assert cars

@@ -15,7 +15,14 @@ from serving_harness import StatsPerceiver
 from perception.frames import Frame
 from perception.modelspec import InputSpec
 from perception.preprocess import preprocess
-from serving.batcher import Batcher, DeadlineExceeded, InputRejected, QueueFull, ShuttingDown
+from serving.batcher import (
+    Batcher,
+    BatchStats,
+    DeadlineExceeded,
+    InputRejected,
+    QueueFull,
+    ShuttingDown,
+)
 
 
 def frame(value: int) -> Frame:
@@ -140,4 +147,59 @@ def test_when_the_probe_fails_too_the_models_error_is_every_callers() -> None:
     for future in futures:
         with pytest.raises(RuntimeError, match="session lost"):
             future.result(10)
+    batcher.close()
+
+
+def lone_request_wait(**options: float) -> tuple[float, float]:
+    """(seconds in the queue, seconds to the answer) of one request alone, max_batch 8."""
+    stats: list[BatchStats] = []
+    model = StatsPerceiver()
+    batcher = Batcher(model.perceive, max_batch=8, on_batch=stats.append, **options)
+    started = time.monotonic()
+    assert batcher.submit(frame(7)).result(10).frame_index == 7
+    answered = time.monotonic() - started
+    batcher.close()
+    assert model.batches == [1]
+    return stats[0].queue_wait_s[0], answered
+
+
+def test_a_lone_request_is_dispatched_at_once_unless_a_delay_is_asked_for() -> None:
+    """By default no company is waited for: one request alone runs as soon as it is queued,
+    whatever `max_batch`; `max_delay_ms` makes a batch wait that long for more."""
+    queued, answered = lone_request_wait()
+    assert queued < 0.15 and answered < 0.5
+    queued, answered = lone_request_wait(max_delay_ms=500)
+    assert 0.5 <= queued < 5 and answered >= 0.5
+
+
+def test_requests_that_arrive_while_the_models_are_busy_make_the_next_batch() -> None:
+    gate = threading.Event()
+    model = StatsPerceiver(gate)
+    batcher = Batcher(model.perceive, max_batch=8, queue_size=64)  # one worker, no delay
+    first = batcher.submit(frame(1))
+    assert model.entered.wait(10)  # the lone first request runs at once, alone
+    waiting = [batcher.submit(frame(v)) for v in range(2, 12)]  # 10 arrive while it runs
+    gate.set()
+    assert [f.result(10).frame_index for f in [first, *waiting]] == list(range(1, 12))
+    batcher.close()
+    assert model.batches == [1, 8, 2], "all that waited, up to max_batch, then the rest"
+
+
+def test_a_second_worker_runs_a_request_while_the_first_batch_is_busy() -> None:
+    gate, entered = threading.Event(), threading.Event()
+    model = StatsPerceiver()
+
+    def held_first(frames: list[Frame]) -> list:
+        if frames[0].index == 1:
+            entered.set()
+            gate.wait(30)
+        return model.perceive(frames)
+
+    batcher = Batcher(held_first, max_batch=8, workers=2)
+    first = batcher.submit(frame(1))
+    assert entered.wait(10)
+    assert batcher.submit(frame(2)).result(10).frame_index == 2  # not behind the held batch
+    assert not first.done()
+    gate.set()
+    assert first.result(10).frame_index == 1
     batcher.close()

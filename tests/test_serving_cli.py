@@ -15,6 +15,8 @@ BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1
     (["--models", "nope-net"], "unknown model 'nope-net'"),
     (["--models", ""], "--models names no model"),
     (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--batch-workers", "0"], "--batch-workers must be at least 1"),
+    (["--max-delay-ms", "-1"], "--max-delay-ms must be >= 0"),
     (["--api-key-file", "/no/such/keys.txt"], "no such API key file"),
     (["--camera", "front"], "expected NAME=camera.yaml"),
     (["--camera", "front=/no/such.yaml"], "is not a file"),

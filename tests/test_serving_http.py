@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import BDD, StatsPerceiver, real_server, running_server, solid_jpeg
 from websockets.sync.client import connect
 
+from perception.lane_lines import fit_lane_boundaries
+from perception.results import FrameResult
 from serving.service import ServeConfig, Service
 
 
@@ -74,26 +76,74 @@ def test_perceive_raw_jpeg_png_and_multipart_agree(real: str, images: list[bytes
     assert raw["plan"] is None
     for other in (as_png, multipart):
         assert other["detections"] == raw["detections"]
-    drivable = raw["masks"]["drivable"]
-    assert drivable["encoding"] == "png" and (drivable["width"], drivable["height"]) == (1280, 720)
+    drivable = raw["masks"]["drivable"]  # at twinlitenet's resolution, covering the frame
+    assert drivable["encoding"] == "png" and (drivable["width"], drivable["height"]) == (640, 360)
+    assert (drivable["frame_width"], drivable["frame_height"]) == (1280, 720)
     for stage in ("yolox-nano/inference", "twinlitenet/inference", "image_decode", "render"):
         assert raw["timings_ms"][stage] >= 0
 
 
+def decode_png(mask: dict) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(base64.b64decode(mask["data"]), np.uint8),
+                        cv2.IMREAD_GRAYSCALE) > 0
+
+
+def test_mask_encodings_round_trip_at_model_and_frame_size() -> None:
+    """Odd sizes, a mask that starts on: PNG and RLE give back the model's mask; stretched over
+    the frame (nearest neighbour) it is the frame-size encoding."""
+    rng = np.random.default_rng(3)
+    drivable = (rng.random((53, 97)) > 0.6).astype(np.uint8)
+    drivable[0, 0] = 1  # the run lengths start with an empty run of 0s
+    result = FrameResult(frame_index=0, source="t", timestamp=0.0, width=1001, height=599)
+    result.drivable = drivable
+    for encoding in ("png", "rle"):
+        model = result.encode_masks(encoding).drivable
+        frame = result.encode_masks(encoding, "frame").drivable
+        assert result.encode_masks(encoding).lanes is None
+        assert (model.width, model.height, model.frame_width, model.frame_height) == \
+            (97, 53, 1001, 599)
+        assert (frame.width, frame.height, frame.frame_width, frame.frame_height) == \
+            (1001, 599, 1001, 599)
+        decoded = [decode_png(m.model_dump()) if encoding == "png" else
+                   decode_run_lengths(m.counts, m.width, m.height) > 0 for m in (model, frame)]
+        assert np.array_equal(decoded[0], drivable > 0)
+        stretched = cv2.resize(drivable, (1001, 599), interpolation=cv2.INTER_NEAREST) > 0
+        assert np.array_equal(decoded[1], stretched)
+    assert result.encode_masks("rle").drivable.counts[0] == 0
+
+
 def test_outputs_and_mask_encodings(real: str, images: list[bytes]) -> None:
+    """Masks at the model's resolution, PNG and RLE alike, stretched over the frame as the
+    docs tell a client to, are the masks the server resizes to frame size when asked."""
     png = post_image(real, images[1], query="?mask_encoding=png").json()["masks"]
     rle = post_image(real, images[1], query="?mask_encoding=rle").json()["masks"]
+    frame_png = post_image(real, images[1], query="?mask_size=frame").json()["masks"]
+    frame_rle = post_image(real, images[1],
+                           query="?mask_size=frame&mask_encoding=rle").json()["masks"]
     for which in ("drivable", "lanes"):
-        from_png = cv2.imdecode(np.frombuffer(base64.b64decode(png[which]["data"]), np.uint8),
-                                cv2.IMREAD_GRAYSCALE) > 0
-        from_rle = decode_run_lengths(rle[which]["counts"], 1280, 720) > 0
-        assert from_png.shape == (720, 1280)
-        assert np.array_equal(from_png, from_rle)
+        from_png = decode_png(png[which])
+        from_rle = decode_run_lengths(rle[which]["counts"], rle[which]["width"],
+                                      rle[which]["height"]) > 0
+        assert from_png.shape == (360, 640) and np.array_equal(from_png, from_rle)
+        assert (frame_png[which]["width"], frame_png[which]["height"]) == (1280, 720)
+        stretched = cv2.resize(from_png.astype(np.uint8), (png[which]["frame_width"],
+                                                           png[which]["frame_height"]),
+                               interpolation=cv2.INTER_NEAREST) > 0
+        assert np.array_equal(stretched, decode_png(frame_png[which]))
+        assert np.array_equal(stretched, decode_run_lengths(frame_rle[which]["counts"], 1280,
+                                                            720) > 0)
     assert from_png.any()
     only_detections = post_image(real, images[0], query="?outputs=detections").json()
     assert only_detections["masks"] is None and only_detections["detections"]
     only_masks = post_image(real, images[0], query="?outputs=masks").json()
     assert only_masks["detections"] == [] and only_masks["masks"]["drivable"]
+    assert only_masks["lane_boundaries"] == []  # fitted only for the outputs that have them
+    lanes = post_image(real, images[1], query="?outputs=lanes,masks&mask_encoding=rle").json()
+    assert lanes["detections"] == [] and lanes["lane_boundaries"]
+    mask = lanes["masks"]["lanes"]  # the boundaries are fitted to it, in frame pixels
+    fitted = fit_lane_boundaries(decode_run_lengths(mask["counts"], mask["width"],
+                                                    mask["height"]), 1280, 720)
+    assert lanes["lane_boundaries"] == [b.model_dump(mode="json") for b in fitted]
 
 
 def test_concurrent_distinct_images_get_their_own_results(real: str,
@@ -142,7 +192,8 @@ def test_truncated_jpeg_with_valid_header_is_400(real: str, images: list[bytes])
 
 def test_bad_query_and_unknown_route(real: str, images: list[bytes]) -> None:
     for query, status in (("?outputs=faces", 400), ("?outputs=", 400),
-                          ("?mask_encoding=jpeg", 422), ("?camera=front", 400)):
+                          ("?mask_encoding=jpeg", 422), ("?mask_size=half", 422),
+                          ("?camera=front", 400)):
         answer = post_image(real, images[0], query=query)
         assert answer.status_code == status, query
         assert set(answer.json()) == {"error", "status"}
@@ -261,7 +312,7 @@ def test_no_cors_unless_configured(real: str) -> None:
 
 def test_queue_full_is_503_with_retry_after_and_deadline_is_504() -> None:
     gate = threading.Event()
-    config = ServeConfig(max_batch=1, max_delay_ms=0, queue_size=2, request_timeout_s=20)
+    config = ServeConfig(max_batch=1, batch_workers=1, queue_size=2, request_timeout_s=20)
     perceiver = StatsPerceiver(gate)
     service = Service(config, lambda: perceiver)
     gate.set()  # let the warm-up through, then hold the model

@@ -124,8 +124,11 @@ def api_perceive(server: str, data: bytes, content_type: str, outputs: str) -> h
 
 
 def png_mask(encoded: dict) -> np.ndarray:
+    """The mask stretched over the frame it covers (nearest neighbour), as the API means."""
     png = np.frombuffer(base64.b64decode(encoded["data"]), np.uint8)
-    return cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 127
+    mask = cv2.imdecode(png, cv2.IMREAD_GRAYSCALE)
+    return cv2.resize(mask, (encoded["frame_width"], encoded["frame_height"]),
+                      interpolation=cv2.INTER_NEAREST) > 127
 
 
 def canvas_rgba(page, canvas_id: str) -> np.ndarray:
@@ -208,7 +211,7 @@ def test_video_streams_frames_one_in_flight(page, video_path: Path, artefacts: P
     page.wait_for_function("Number(document.body.dataset.results) >= 4", timeout=60_000)
     assert page.eval_on_selector("#overlay-canvas", "c => [c.width, c.height]") == [960, 540]
     page.screenshot(path=str(artefacts / "video.png"))
-    if page.evaluate("outputs") == "detections,masks":  # the server could not plan this video
+    if page.evaluate("outputs") == "detections,masks,lanes":  # could not plan this video
         assert page.inner_text("#plan-reasons")  # and the panel says why
     if page.is_enabled("#stop"):  # a slow server may see the 8.8 s clip end first
         assert float(page.inner_text("#fps")) > 0

@@ -1,9 +1,11 @@
 """One image through the service to the API's JSON, without blocking the event loop.
 
-`answer_image` checks the header (in the thread pool), leases the pixels, waits for the
-decode and the batcher within the request's deadline, makes the stream's planner once the
-result is there, and renders the answer (and plans, when asked) in the thread pool. Whatever
-happens, the request's pixels go back to the budget when it is done.
+`answer_image` checks the header (on the loop when it is in the first 16 KB, as any real
+image's is; else in the thread pool) and leases the pixels, waits for the decode (on the decode
+threads) and the batcher within the request's deadline, makes the stream's planner once the
+result is there, and renders the answer: on the loop when that is cheap (detections,
+model-size masks), in the thread pool when it takes milliseconds (lanes, a plan, frame-size
+masks). Whatever happens, the request's pixels go back to the budget when it is done.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ async def answer_image(service: Service, data: bytes, source: str, options: Opti
     """The JSON answer for one image, and the planner a stream keeps (see Service.planner).
 
     Raises RequestError (400, 413, 503, 504) for what the client can act on."""
-    size = await run_in_threadpool(service.check_header, data)
+    size = service.check_header_quickly(data) or await run_in_threadpool(service.check_header,
+                                                                         data)
     admitted = service.admit(data, size)
     try:
         answer = service.perceive(admitted, source, index)
@@ -44,7 +47,10 @@ async def render_answer(service: Service, perceived: Perceived, options: Options
                         planner: Planner | None = None) -> dict[str, Any]:
     """The JSON answer, with the server's `image_decode` and `render` times."""
     t0 = time.perf_counter()
-    body = await run_in_threadpool(service.render, perceived.result, options, planner)
+    if options.costly:
+        body = await run_in_threadpool(service.render, perceived.result, options, planner)
+    else:
+        body = service.render(perceived.result, options, planner)
     render_s = time.perf_counter() - t0
     body["timings_ms"]["image_decode"] = perceived.decode_s * 1e3
     body["timings_ms"]["render"] = render_s * 1e3

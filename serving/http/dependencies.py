@@ -50,8 +50,11 @@ async def perceive_query(
     request: Request,
     service: ServiceDep,
     outputs: str = Query(",".join(DEFAULT_OUTPUTS), description="Comma list of "
-                         "detections, masks, plan, bev", examples=["detections,masks"]),
+                         "detections, masks, lanes, plan, bev", examples=["detections,masks"]),
     mask_encoding: Literal["png", "rle"] = Query("png", description="How masks are encoded"),
+    mask_size: Literal["model", "frame"] = Query(
+        "model", description="Masks at the segmentation model's resolution (the client "
+                             "stretches them over the frame) or resized to the frame's size"),
     camera: str | None = Query(None, description="A camera the server was started with "
                                "(--camera NAME=camera.yaml); default: the first"),
 ) -> PerceiveQuery:
@@ -61,4 +64,5 @@ async def perceive_query(
     if content_type not in IMAGE_TYPES:
         raise RequestError(415, f"content type {content_type or '(none)'!r} is not "
                                 "image/jpeg, image/png or multipart/form-data")
-    return PerceiveQuery(service.options(outputs, mask_encoding, camera), content_type)
+    return PerceiveQuery(service.options(outputs, mask_encoding, camera, mask_size),
+                         content_type)

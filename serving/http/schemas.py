@@ -50,8 +50,10 @@ RESPONSE_EXAMPLE = {
                     "box": [512.0, 380.5, 640.2, 470.0], "category": "car"}],
     "timings_ms": {"yolox-nano/inference": 18.2, "twinlitenet/inference": 95.1, "total": 120.4},
     "models": ["yolox-nano", "twinlitenet"],
-    "masks": {"drivable": {"encoding": "rle", "width": 1280, "height": 720, "data": None,
-                           "counts": [460800, 1280, 459520]}, "lanes": None},
+    "masks": {"drivable": {"encoding": "rle", "width": 640, "height": 360, "frame_width": 1280,
+                           "frame_height": 720, "data": None,
+                           "counts": [115200, 640, 114560]}, "lanes": None},
+    "lane_boundaries": [],
     "plan": None, "bev": None,
 }
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/proto/perception.proto\x12\rperception.v1\"X\n\x0fPerceiveRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0f\n\x07outputs\x18\x02 \x03(\t\x12\x15\n\rmask_encoding\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61mera\x18\x04 \x01(\t\"\xd6\x01\n\tDetection\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0b\n\x03\x62ox\x18\x04 \x03(\x02\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x17\n\ndistance_m\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x64istance_source\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07in_path\x18\x08 \x01(\x08H\x02\x88\x01\x01\x42\r\n\x0b_distance_mB\x12\n\x10_distance_sourceB\n\n\x08_in_path\"\\\n\x0b\x45ncodedMask\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x63ounts\x18\x05 \x03(\x03\"`\n\x05Masks\x12,\n\x08\x64rivable\x18\x01 \x01(\x0b\x32\x1a.perception.v1.EncodedMask\x12)\n\x05lanes\x18\x02 \x01(\x0b\x32\x1a.perception.v1.EncodedMask\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\x1d\n\x05Pixel\x12\t\n\x01u\x18\x01 \x01(\x01\x12\t\n\x01v\x18\x02 \x01(\x01\"y\n\x0cLaneBoundary\x12\x10\n\x08position\x18\x01 \x01(\t\x12*\n\x0cimage_points\x18\x02 \x03(\x0b\x32\x14.perception.v1.Pixel\x12+\n\rground_points\x18\x03 \x03(\x0b\x32\x14.perception.v1.Point\",\n\x07\x45goLane\x12\x0f\n\x07width_m\x18\x01 \x01(\x01\x12\x10\n\x08offset_m\x18\x02 \x01(\x01\"\xa5\x01\n\x0b\x43\x61meraCheck\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x1c\n\x0fpitch_error_deg\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bhorizon_row\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x65xpected_row\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_pitch_error_degB\x0e\n\x0c_horizon_rowB\x0f\n\r_expected_row\"9\n\x07\x43ontrol\x12\r\n\x05steer\x18\x01 \x01(\x01\x12\x10\n\x08throttle\x18\x02 \x01(\x01\x12\r\n\x05\x62rake\x18\x03 \x01(\x01\">\n\x08Obstacle\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\x01\x12\r\n\x05label\x18\x04 \x01(\t\"\xe9\x01\n\x04Plan\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\'\n\twaypoints\x18\x03 \x03(\x0b\x32\x14.perception.v1.Point\x12\x18\n\x10target_speed_mps\x18\x04 \x01(\x01\x12\'\n\x07\x63ontrol\x18\x05 \x01(\x0b\x32\x16.perception.v1.Control\x12*\n\tobstacles\x18\x06 \x03(\x0b\x32\x17.perception.v1.Obstacle\x12(\n\nimage_path\x18\x07 \x03(\x0b\x32\x14.perception.v1.Pixel\"N\n\x03\x42\x65v\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x18\n\x10metres_per_pixel\x18\x02 \x01(\x01\x12\x0f\n\x07x_range\x18\x03 \x03(\x01\x12\x0f\n\x07y_range\x18\x04 \x03(\x01\"\xca\x04\n\x10PerceiveResponse\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x01\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12,\n\ndetections\x18\x06 \x03(\x0b\x32\x18.perception.v1.Detection\x12\x42\n\ntimings_ms\x18\x07 \x03(\x0b\x32..perception.v1.PerceiveResponse.TimingsMsEntry\x12\x0e\n\x06models\x18\x08 \x03(\t\x12#\n\x05masks\x18\t \x01(\x0b\x32\x14.perception.v1.Masks\x12!\n\x04plan\x18\n \x01(\x0b\x32\x13.perception.v1.Plan\x12\x1f\n\x03\x62\x65v\x18\x0b \x01(\x0b\x32\x12.perception.v1.Bev\x12\x10\n\x08sequence\x18\x0c \x01(\x03\x12\x0f\n\x07\x64ropped\x18\r \x01(\x03\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12\x34\n\x0flane_boundaries\x18\x0f \x03(\x0b\x32\x1b.perception.v1.LaneBoundary\x12(\n\x08\x65go_lane\x18\x10 \x01(\x0b\x32\x16.perception.v1.EgoLane\x12\x30\n\x0c\x63\x61mera_check\x18\x11 \x01(\x0b\x32\x1a.perception.v1.CameraCheck\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xb0\x01\n\nPerception\x12K\n\x08Perceive\x12\x1e.perception.v1.PerceiveRequest\x1a\x1f.perception.v1.PerceiveResponse\x12U\n\x0eStreamPerceive\x12\x1e.perception.v1.PerceiveRequest\x1a\x1f.perception.v1.PerceiveResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eserving/proto/perception.proto\x12\rperception.v1\"k\n\x0fPerceiveRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x0f\n\x07outputs\x18\x02 \x03(\t\x12\x15\n\rmask_encoding\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61mera\x18\x04 \x01(\t\x12\x11\n\tmask_size\x18\x05 \x01(\t\"\xd6\x01\n\tDetection\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0b\n\x03\x62ox\x18\x04 \x03(\x02\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x17\n\ndistance_m\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0f\x64istance_source\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07in_path\x18\x08 \x01(\x08H\x02\x88\x01\x01\x42\r\n\x0b_distance_mB\x12\n\x10_distance_sourceB\n\n\x08_in_path\"\x87\x01\n\x0b\x45ncodedMask\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x63ounts\x18\x05 \x03(\x03\x12\x13\n\x0b\x66rame_width\x18\x06 \x01(\x05\x12\x14\n\x0c\x66rame_height\x18\x07 \x01(\x05\"`\n\x05Masks\x12,\n\x08\x64rivable\x18\x01 \x01(\x0b\x32\x1a.perception.v1.EncodedMask\x12)\n\x05lanes\x18\x02 \x01(\x0b\x32\x1a.perception.v1.EncodedMask\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"\x1d\n\x05Pixel\x12\t\n\x01u\x18\x01 \x01(\x01\x12\t\n\x01v\x18\x02 \x01(\x01\"y\n\x0cLaneBoundary\x12\x10\n\x08position\x18\x01 \x01(\t\x12*\n\x0cimage_points\x18\x02 \x03(\x0b\x32\x14.perception.v1.Pixel\x12+\n\rground_points\x18\x03 \x03(\x0b\x32\x14.perception.v1.Point\",\n\x07\x45goLane\x12\x0f\n\x07width_m\x18\x01 \x01(\x01\x12\x10\n\x08offset_m\x18\x02 \x01(\x01\"\xa5\x01\n\x0b\x43\x61meraCheck\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x1c\n\x0fpitch_error_deg\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bhorizon_row\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x65xpected_row\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_pitch_error_degB\x0e\n\x0c_horizon_rowB\x0f\n\r_expected_row\"9\n\x07\x43ontrol\x12\r\n\x05steer\x18\x01 \x01(\x01\x12\x10\n\x08throttle\x18\x02 \x01(\x01\x12\r\n\x05\x62rake\x18\x03 \x01(\x01\">\n\x08Obstacle\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\x12\r\n\x05width\x18\x03 \x01(\x01\x12\r\n\x05label\x18\x04 \x01(\t\"\xe9\x01\n\x04Plan\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\'\n\twaypoints\x18\x03 \x03(\x0b\x32\x14.perception.v1.Point\x12\x18\n\x10target_speed_mps\x18\x04 \x01(\x01\x12\'\n\x07\x63ontrol\x18\x05 \x01(\x0b\x32\x16.perception.v1.Control\x12*\n\tobstacles\x18\x06 \x03(\x0b\x32\x17.perception.v1.Obstacle\x12(\n\nimage_path\x18\x07 \x03(\x0b\x32\x14.perception.v1.Pixel\"N\n\x03\x42\x65v\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x18\n\x10metres_per_pixel\x18\x02 \x01(\x01\x12\x0f\n\x07x_range\x18\x03 \x03(\x01\x12\x0f\n\x07y_range\x18\x04 \x03(\x01\"\xca\x04\n\x10PerceiveResponse\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\x01\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12,\n\ndetections\x18\x06 \x03(\x0b\x32\x18.perception.v1.Detection\x12\x42\n\ntimings_ms\x18\x07 \x03(\x0b\x32..perception.v1.PerceiveResponse.TimingsMsEntry\x12\x0e\n\x06models\x18\x08 \x03(\t\x12#\n\x05masks\x18\t \x01(\x0b\x32\x14.perception.v1.Masks\x12!\n\x04plan\x18\n \x01(\x0b\x32\x13.perception.v1.Plan\x12\x1f\n\x03\x62\x65v\x18\x0b \x01(\x0b\x32\x12.perception.v1.Bev\x12\x10\n\x08sequence\x18\x0c \x01(\x03\x12\x0f\n\x07\x64ropped\x18\r \x01(\x03\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12\x34\n\x0flane_boundaries\x18\x0f \x03(\x0b\x32\x1b.perception.v1.LaneBoundary\x12(\n\x08\x65go_lane\x18\x10 \x01(\x0b\x32\x16.perception.v1.EgoLane\x12\x30\n\x0c\x63\x61mera_check\x18\x11 \x01(\x0b\x32\x1a.perception.v1.CameraCheck\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xb0\x01\n\nPerception\x12K\n\x08Perceive\x12\x1e.perception.v1.PerceiveRequest\x1a\x1f.perception.v1.PerceiveResponse\x12U\n\x0eStreamPerceive\x12\x1e.perception.v1.PerceiveRequest\x1a\x1f.perception.v1.PerceiveResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._loaded_options = None
   _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._serialized_options = b'8\001'
   _globals['_PERCEIVEREQUEST']._serialized_start=49
-  _globals['_PERCEIVEREQUEST']._serialized_end=137
-  _globals['_DETECTION']._serialized_start=140
-  _globals['_DETECTION']._serialized_end=354
-  _globals['_ENCODEDMASK']._serialized_start=356
-  _globals['_ENCODEDMASK']._serialized_end=448
-  _globals['_MASKS']._serialized_start=450
-  _globals['_MASKS']._serialized_end=546
-  _globals['_POINT']._serialized_start=548
-  _globals['_POINT']._serialized_end=577
-  _globals['_PIXEL']._serialized_start=579
-  _globals['_PIXEL']._serialized_end=608
-  _globals['_LANEBOUNDARY']._serialized_start=610
-  _globals['_LANEBOUNDARY']._serialized_end=731
-  _globals['_EGOLANE']._serialized_start=733
-  _globals['_EGOLANE']._serialized_end=777
-  _globals['_CAMERACHECK']._serialized_start=780
-  _globals['_CAMERACHECK']._serialized_end=945
-  _globals['_CONTROL']._serialized_start=947
-  _globals['_CONTROL']._serialized_end=1004
-  _globals['_OBSTACLE']._serialized_start=1006
-  _globals['_OBSTACLE']._serialized_end=1068
-  _globals['_PLAN']._serialized_start=1071
-  _globals['_PLAN']._serialized_end=1304
-  _globals['_BEV']._serialized_start=1306
-  _globals['_BEV']._serialized_end=1384
-  _globals['_PERCEIVERESPONSE']._serialized_start=1387
-  _globals['_PERCEIVERESPONSE']._serialized_end=1973
-  _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._serialized_start=1925
-  _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._serialized_end=1973
-  _globals['_PERCEPTION']._serialized_start=1976
-  _globals['_PERCEPTION']._serialized_end=2152
+  _globals['_PERCEIVEREQUEST']._serialized_end=156
+  _globals['_DETECTION']._serialized_start=159
+  _globals['_DETECTION']._serialized_end=373
+  _globals['_ENCODEDMASK']._serialized_start=376
+  _globals['_ENCODEDMASK']._serialized_end=511
+  _globals['_MASKS']._serialized_start=513
+  _globals['_MASKS']._serialized_end=609
+  _globals['_POINT']._serialized_start=611
+  _globals['_POINT']._serialized_end=640
+  _globals['_PIXEL']._serialized_start=642
+  _globals['_PIXEL']._serialized_end=671
+  _globals['_LANEBOUNDARY']._serialized_start=673
+  _globals['_LANEBOUNDARY']._serialized_end=794
+  _globals['_EGOLANE']._serialized_start=796
+  _globals['_EGOLANE']._serialized_end=840
+  _globals['_CAMERACHECK']._serialized_start=843
+  _globals['_CAMERACHECK']._serialized_end=1008
+  _globals['_CONTROL']._serialized_start=1010
+  _globals['_CONTROL']._serialized_end=1067
+  _globals['_OBSTACLE']._serialized_start=1069
+  _globals['_OBSTACLE']._serialized_end=1131
+  _globals['_PLAN']._serialized_start=1134
+  _globals['_PLAN']._serialized_end=1367
+  _globals['_BEV']._serialized_start=1369
+  _globals['_BEV']._serialized_end=1447
+  _globals['_PERCEIVERESPONSE']._serialized_start=1450
+  _globals['_PERCEIVERESPONSE']._serialized_end=2036
+  _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._serialized_start=1988
+  _globals['_PERCEIVERESPONSE_TIMINGSMSENTRY']._serialized_end=2036
+  _globals['_PERCEPTION']._serialized_start=2039
+  _globals['_PERCEPTION']._serialized_end=2215
 # @@protoc_insertion_point(module_scope)

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PerceiveRequest(_message.Message):
-    __slots__ = ("image", "outputs", "mask_encoding", "camera")
+    __slots__ = ("image", "outputs", "mask_encoding", "camera", "mask_size")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MASK_ENCODING_FIELD_NUMBER: _ClassVar[int]
     CAMERA_FIELD_NUMBER: _ClassVar[int]
+    MASK_SIZE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     outputs: _containers.RepeatedScalarFieldContainer[str]
     mask_encoding: str
     camera: str
-    def __init__(self, image: _Optional[bytes] = ..., outputs: _Optional[_Iterable[str]] = ..., mask_encoding: _Optional[str] = ..., camera: _Optional[str] = ...) -> None: ...
+    mask_size: str
+    def __init__(self, image: _Optional[bytes] = ..., outputs: _Optional[_Iterable[str]] = ..., mask_encoding: _Optional[str] = ..., camera: _Optional[str] = ..., mask_size: _Optional[str] = ...) -> None: ...
 
 class Detection(_message.Message):
     __slots__ = ("class_id", "label", "score", "box", "category", "distance_m", "distance_source", "in_path")
@@ -39,18 +41,22 @@ class Detection(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., box: _Optional[_Iterable[float]] = ..., category: _Optional[str] = ..., distance_m: _Optional[float] = ..., distance_source: _Optional[str] = ..., in_path: _Optional[bool] = ...) -> None: ...
 
 class EncodedMask(_message.Message):
-    __slots__ = ("encoding", "width", "height", "data", "counts")
+    __slots__ = ("encoding", "width", "height", "data", "counts", "frame_width", "frame_height")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     encoding: str
     width: int
     height: int
     data: bytes
     counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, encoding: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    frame_width: int
+    frame_height: int
+    def __init__(self, encoding: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ..., counts: _Optional[_Iterable[int]] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ...) -> None: ...
 
 class Masks(_message.Message):
     __slots__ = ("drivable", "lanes")

@@ -7,8 +7,8 @@
 // stream, drawing, the status strip.
 "use strict";
 
-const ALL_OUTPUTS = "detections,masks,plan,bev";
-const BASIC_OUTPUTS = "detections,masks";   // what a server without a camera or planner gives
+const ALL_OUTPUTS = "detections,masks,lanes,plan,bev";
+const BASIC_OUTPUTS = "detections,masks,lanes";   // a server without a camera or planner
 const JPEG_QUALITY = 0.85;
 const MAX_STREAM_WIDTH = 1280;   // larger video frames are scaled down before sending
 const READY_POLL_MS = 2000;
@@ -407,8 +407,12 @@ function drawOverlay() {
   if (!result) return;
   const context = overlayCanvas.getContext("2d");
   context.clearRect(0, 0, overlayCanvas.width, overlayCanvas.height);
-  if ($("layer-drivable").checked && masks.drivable) context.drawImage(masks.drivable, 0, 0);
-  if ($("layer-lanes").checked && masks.lanes) context.drawImage(masks.lanes, 0, 0);
+  // Masks come at the model's resolution: stretched over the frame, nearest neighbour.
+  context.imageSmoothingEnabled = false;
+  for (const [layer, mask] of [["layer-drivable", masks.drivable], ["layer-lanes", masks.lanes]]) {
+    if ($(layer).checked && mask) context.drawImage(mask, 0, 0, result.width, result.height);
+  }
+  context.imageSmoothingEnabled = true;
   if ($("layer-lanes").checked) {
     drawBoundaries(context, result.lane_boundaries || [], "image_points", (u, v) => [u, v],
                    Math.max(2, result.width / 640));
@@ -423,7 +427,8 @@ async function decodePng(base64) {
                            { colorSpaceConversion: "none", premultiplyAlpha: "none" });
 }
 
-// A 0/255 mask PNG becomes a canvas of one colour whose alpha is set where the mask is on.
+// A 0/255 mask PNG (at its own size, usually the model's) becomes a canvas of one colour
+// whose alpha is set where the mask is on.
 async function maskLayer(encoded, [r, g, b, a]) {
   if (!encoded || encoded.encoding !== "png" || !encoded.data) return null;
   const mask = await decodePng(encoded.data);

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from serving.http.answer import answer_image
 from serving.http.dependencies import PerceiveQuery, ServiceDep, perceive_query
+from serving.http.fast_json import FastJSONResponse
 from serving.http.schemas import IMAGE_BODY, RESPONSE_EXAMPLE, PerceiveResponse, errors
 from serving.service import RequestError
 
@@ -23,10 +23,10 @@ router = APIRouter()
                **errors(400, 401, 408, 413, 415, 422, 431, 503, 504)},
 )
 async def perceive(request: Request, query: Annotated[PerceiveQuery, Depends(perceive_query)],
-                   service: ServiceDep) -> JSONResponse:
+                   service: ServiceDep) -> FastJSONResponse:
     data = await read_image(request, query.content_type)
     body, _ = await answer_image(service, data, "http", query.options)
-    return JSONResponse(body)
+    return FastJSONResponse(body)
 
 
 async def read_image(request: Request, content_type: str) -> bytes:

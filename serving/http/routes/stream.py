@@ -20,6 +20,7 @@ from perception.driving.planning import Planner
 from perception.newest_frame import NewestFrame
 from serving.http.answer import answer_image
 from serving.http.dependencies import ServiceDep, require_stream_key
+from serving.http.fast_json import dumps
 from serving.service import DEFAULT_OUTPUTS, Options, RequestError, Service
 
 log = logging.getLogger("perception.serving")
@@ -29,10 +30,10 @@ router = APIRouter()
 @router.websocket("/v1/stream", dependencies=[Depends(require_stream_key)])
 async def stream(websocket: WebSocket, service: ServiceDep,
                  outputs: str = ",".join(DEFAULT_OUTPUTS), mask_encoding: str = "png",
-                 camera: str | None = None) -> None:
+                 camera: str | None = None, mask_size: str = "model") -> None:
     await websocket.accept()
     try:
-        options = service.options(outputs, mask_encoding, camera)
+        options = service.options(outputs, mask_encoding, camera, mask_size)
     except RequestError as error:
         await websocket.send_json({"error": error.message, "status": error.status})
         await websocket.close(code=1008)
@@ -71,7 +72,7 @@ async def serve_stream(service: Service, websocket: WebSocket, options: Options)
                 log.exception("internal error on a /v1/stream frame")
                 answer = {"error": "internal server error (see the server log)", "status": 500}
             answer.update(sequence=taken.sequence, dropped=taken.dropped)
-            await websocket.send_json(answer)
+            await websocket.send_text(dumps(answer).decode())
     except WebSocketDisconnect:
         return
     finally:
