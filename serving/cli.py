@@ -1,6 +1,10 @@
 """`perception serve`: the HTTP + WebSocket API, and gRPC with `--grpc-port`, in one process.
 
-    perception serve --port 8000 --grpc-port 50051 --max-batch 8
+    perception serve --port 8000 --grpc-port 50051 --max-batch 8 --foxglove-port 8765
+
+With `--foxglove-port` (or `--foxglove`) every perceived frame and its result also go live to
+the Foxglove app, as `perception replay --foxglove` sends them; a slow viewer gets fewer
+frames and never slows a request.
 
 SIGTERM or Ctrl-C stops it gracefully: no new connections, in-flight requests finish. The
 limits on connections, calls and decoded pixels are in docs/serving.md, "Security and limits".
@@ -11,13 +15,22 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 
-from perception.commands.options import add_models_argument
+from perception.commands.options import (
+    add_foxglove_arguments,
+    add_models_argument,
+    foxglove_address,
+)
+from perception.driving.camera import load_camera
 from perception.errors import PerceptionError
-from perception.frames import pixel_limit
+from perception.frames import Frame, pixel_limit
+from perception.logs.foxglove_live import FoxgloveAddress, foxglove_live
+from perception.results import FrameResult
 from perception.zoo.registry import model_names
 from serving.service import ServeConfig, Service
 
@@ -74,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default 60)")
     grpc.add_argument("--grpc-open-reflection", action="store_true",
                       help="with --api-key-file, serve reflection without a key too")
+    add_foxglove_arguments(parser, "publish every perceived frame live for the Foxglove app "
+                                   "(ws://127.0.0.1:8765 unless --foxglove-host/-port say)")
 
 
 def read_api_keys(path: Path) -> tuple[str, ...]:
@@ -165,6 +180,19 @@ def opencv_on_the_callers_thread() -> None:
     cv2.setNumThreads(1)
 
 
+@contextmanager
+def live_viewer(address: FoxgloveAddress | None, cameras: dict[str, Path]
+                ) -> Iterator[Callable[[Frame, FrameResult], None] | None]:
+    """The live Foxglove publisher's `publish` for the block, or None without an address; the
+    first camera, if any, gives the camera's mount and calibration."""
+    if address is None:
+        yield None
+        return
+    camera = load_camera(next(iter(cameras.values()))) if cameras else None
+    with foxglove_live(address.host, address.port, camera) as live:
+        yield live.publish
+
+
 def main(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -180,10 +208,11 @@ def main(args: argparse.Namespace) -> int:
         check_plannable(specs)  # plans need a segmentation model: say so now
     return_large_buffers_to_the_os()
     opencv_on_the_callers_thread()
-    service = Service(config, make_perceiver=lambda: Perceiver.from_names(config.models,
-                                                                        fit_lanes=False))
-    server = uvicorn.Server(server_config(create_app(service), config))
-    server.run()
+    with live_viewer(foxglove_address(args), config.cameras) as publish:
+        service = Service(config, make_perceiver=lambda: Perceiver.from_names(
+            config.models, fit_lanes=False), on_perceived=publish)
+        server = uvicorn.Server(server_config(create_app(service), config))
+        server.run()
     if not server.started:  # uvicorn logged why (e.g. the port is taken)
         raise PerceptionError(f"could not serve HTTP on {config.host}:{config.port}")
     return 0

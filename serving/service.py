@@ -168,9 +168,14 @@ class Service:
     """The models, the batcher and the limits of one server process."""
 
     def __init__(self, config: ServeConfig, make_perceiver: Callable[[], PerceiverLike],
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 on_perceived: Callable[[Frame, FrameResult], None] | None = None) -> None:
+        """`on_perceived` sees every perceived frame and its result (as decoded, before they
+        are scaled to the request's frame), on the batch's thread: it must not block (the live
+        Foxglove publisher drops frames for its viewer instead)."""
         self.config = config
         self.make_perceiver = make_perceiver
+        self.on_perceived = on_perceived
         self.metrics = metrics or Metrics()
         self.cameras: dict[str, CameraModel] = {  # a bad camera file fails here, at startup
             name: load_camera(path) for name, path in config.cameras.items()}
@@ -440,6 +445,9 @@ class Service:
         for result in results[:1]:  # stage times are per batch: count each batch once
             for stage, ms in result.timings_ms.items():
                 self.metrics.stage_seconds.labels(stage=stage).observe(ms / 1e3)
+        if self.on_perceived is not None:
+            for frame, result in zip(frames, results, strict=True):
+                self.on_perceived(frame, result)
         return results
 
     def _on_batch(self, stats: BatchStats) -> None:

@@ -10,9 +10,11 @@ The SDK (foxglove-sdk 0.30) names the protocol `foxglove.sdk.v1`: Foxglove's new
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from mcap.records import Schema
@@ -364,3 +367,78 @@ def test_a_privileged_port_is_one_line_and_exit_2(video_path: Path,
     assert capsys.readouterr().err.strip() == (
         "perception: error: cannot serve Foxglove on 127.0.0.1:80: Permission denied "
         "(os error 13); ports below 1024 need privileges")
+
+
+def test_the_service_publishes_what_it_perceives_live(video_path: Path, tmp_path: Path) -> None:
+    """`perception serve --foxglove-port 0`: a frame posted to the HTTP API reaches a
+    Foxglove client as every schema of a frame (no plan: the service fits no lanes), while a
+    second client that never reads holds no request up."""
+    capture = cv2.VideoCapture(str(video_path))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    http_port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "perception", "serve", "--port",
+                                str(http_port), "--camera", f"front={CAMERA}",
+                                "--foxglove-port", "0"], env=env, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stderr is not None
+    try:
+        line = process.stderr.readline()
+        match = re.search(r"Foxglove live on (ws://\S+)", line)
+        assert match, line
+        url = match[1]
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 120
+        while not ready(base):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        subscribed, done = threading.Event(), threading.Event()
+        never_reads = threading.Thread(target=subscribe_and_never_read, daemon=True,
+                                       args=(int(url.rsplit(":", 1)[1]), subscribed, done))
+        never_reads.start()
+        with connect(url, subprotocols=[SUBPROTOCOL], max_size=None, compression=None,
+                     open_timeout=30) as ws:
+            viewer = Viewer(ws)
+            assert viewer.info["op"] == "serverInfo"
+            assert subscribed.wait(timeout=30)
+            first: dict[str, tuple[dict, int, Any]] = {}
+            expected = SCHEMAS - {"foxglove.SceneUpdate"}
+            for _ in range(20):
+                answer = httpx.post(f"{base}/v1/perceive", content=jpeg,
+                                    headers={"Content-Type": "image/jpeg"}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                with contextlib.suppress(TimeoutError):
+                    while set(first) != expected:
+                        kind, value = viewer.next(timeout=2)
+                        if kind == "data":
+                            first.setdefault(value[0]["schemaName"], value)
+                if set(first) == expected:
+                    break
+            assert set(first) == expected, set(first)
+        done.set()
+        _, _, decoded = first["foxglove.CompressedImage"]
+        pixels = cv2.imdecode(np.frombuffer(decoded.data, np.uint8), cv2.IMREAD_COLOR)
+        assert pixels.shape[1] * 540 == pixels.shape[0] * 960  # as decoded (maybe reduced)
+        _, _, transform = first["foxglove.FrameTransform"]
+        assert transform.translation.z > 0.5  # the --camera file's mount
+        _, _, result = first["perception.FrameResult"]
+        assert result["width"] == pixels.shape[1] and result["detections"] is not None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises what stopped it
+
+
+def ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

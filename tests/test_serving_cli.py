@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,24 @@ BDD_CAMERA = Path(__file__).resolve().parents[1] / "perception/cameras/bdd100k_1
     (["--header-timeout-s", "0"], "--header-timeout-s must be > 0"),
     (["--grpc-max-streams", "0"], "--grpc-max-streams must be at least 1"),
     (["--max-connections", "-1"], "--max-connections must be at least 1"),
+    (["--foxglove-port", "70000"], "--foxglove-port must be 0-65535"),
 ])
 def test_bad_options_exit_2_with_one_line(extra: list[str], words: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "1", *extra]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
+
+
+def test_a_busy_foxglove_port_is_one_line_before_serving(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", "1", "--foxglove-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve Foxglove on 127.0.0.1:{port}" in err and err.count("\n") == 1
 
 
 def test_empty_key_file_and_bad_camera_file(tmp_path: Path,
