@@ -1,4 +1,5 @@
-"""The gRPC transport: `perception.v1.Perception`, the standard health service, reflection.
+"""The gRPC transport: `perception.v1.Perception`, the KServe v2 `inference.GRPCInferenceService`
+(serving/kserve_grpc.py), the standard health service, reflection.
 
 It runs in the HTTP server's process on its own thread pool and shares the `Service` (models and
 batcher). A handler builds the same JSON as the HTTP API and parses it into the proto message,
@@ -26,25 +27,17 @@ from grpc_reflection.v1alpha import reflection
 from perception.driving.planning import Planner
 from perception.errors import PerceptionError
 from perception.newest_frame import NewestFrame
+from serving import kserve_grpc
 from serving.auth import key_ok, presented_key
 from serving.grpc_limits import RESERVED_THREADS, CallLimits, NotAMessage, rebuilt
+from serving.grpc_status import INTERNAL_ERROR, status_code
 from serving.proto import perception_pb2, perception_pb2_grpc
-from serving.service import Overloaded, RequestError, Service
+from serving.service import RequestError, Service
 
 log = logging.getLogger("perception.serving")
 
 SERVICE_NAME = perception_pb2.DESCRIPTOR.services_by_name["Perception"].full_name
 REFLECTION_PREFIX = "/grpc.reflection."  # v1alpha and v1
-INTERNAL_ERROR = "internal server error (see the server log)"
-CODES = {400: grpc.StatusCode.INVALID_ARGUMENT,
-         413: grpc.StatusCode.INVALID_ARGUMENT, 503: grpc.StatusCode.UNAVAILABLE,
-         504: grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def status_code(error: RequestError) -> grpc.StatusCode:
-    if isinstance(error, Overloaded):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    return CODES.get(error.status, grpc.StatusCode.INVALID_ARGUMENT)
 
 
 def to_proto(body: dict[str, Any]) -> perception_pb2.PerceiveResponse:
@@ -144,16 +137,18 @@ class PerceptionServicer(perception_pb2_grpc.PerceptionServicer):
 
 
 class _ApiKeys(grpc.ServerInterceptor):
-    """Refuse Perception calls (and reflection, unless opened) without a valid key; health
-    stays open."""
+    """Refuse Perception and v2 calls (and reflection, unless opened) without a valid key;
+    health (and v2's ServerLive and ServerReady) stays open."""
 
     def __init__(self, keys: tuple[str, ...], open_reflection: bool) -> None:
         self.keys = keys
-        self.prefixes = (f"/{SERVICE_NAME}/",) + (() if open_reflection else (REFLECTION_PREFIX,))
+        self.prefixes = (f"/{SERVICE_NAME}/", f"/{kserve_grpc.SERVICE}/") + (
+            () if open_reflection else (REFLECTION_PREFIX,))
 
     def intercept_service(self, continuation, details):  # noqa: ANN001, ANN201 (gRPC's API)
         handler = continuation(details)
         if (handler is None or not details.method.startswith(self.prefixes)
+                or details.method in kserve_grpc.OPEN_METHODS
                 or key_ok(presented_key(dict(details.invocation_metadata)), self.keys)):
             return handler
 
@@ -181,6 +176,7 @@ class GrpcServer:
             options=[("grpc.max_receive_message_length", service.config.max_body_bytes + 4096)])
         perception_pb2_grpc.add_PerceptionServicer_to_server(PerceptionServicer(service),
                                                              self.server)
+        kserve_grpc.add_to_server(service, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

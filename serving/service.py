@@ -460,6 +460,37 @@ class Service:
         if self.batcher is not None:
             self.metrics.queue_depth.set(self.batcher.depth)
 
+    # --- decoded pixels and raw tensors (the v2 protocol, serving/kserve/) ------------------
+
+    def admit_pixels(self, image: np.ndarray, timeout_s: float | None = None) -> Admitted:
+        """`admit` for an image already decoded (BGR): its size is checked as a header's."""
+        height, width = image.shape[:2]
+        return self.admit(b"", self._check_size(width, height), timeout_s)
+
+    def perceive_pixels(self, admitted: Admitted, image: np.ndarray, source: str
+                        ) -> Future[Perceived]:
+        """`perceive` for that image: queued on the batcher as it is, with nothing to decode
+        (503 at once when the queue is full)."""
+        answer: Future[Perceived] = Future()
+        answer.set_running_or_notify_cancel()
+        admitted.decoding = Future()  # done: `release` then waits for the batcher alone
+        admitted.decoding.set_result(None)
+        admitted.queued = self._queue(image, source, None, admitted.remaining_s())
+        decoded = Decoded(image, image.shape[1], image.shape[0])
+        admitted.queued.add_done_callback(lambda done: _settle(answer, done, decoded, 0.0))
+        return answer
+
+    def lease_tensor_bytes(self, nbytes: int) -> Lease:
+        """A raw tensor's memory from the decoded-pixel budget (a decoded pixel is 3 bytes):
+        503 when not ready or the budget is full. Release it once the tensor is answered."""
+        self.check_ready()
+        lease = self.pixels.lease(max(1, nbytes // 3))
+        if lease is None:
+            self.metrics.dropped.labels(reason="pixel_budget").inc()
+            raise Overloaded(f"too many image pixels in flight ({self.pixels.in_use} of "
+                             f"{self.pixels.limit}); retry shortly")
+        return lease
+
 
 def _settle(answer: Future[Perceived], done: Future[FrameResult], decoded: Decoded,
             decode_s: float) -> None:

@@ -8,10 +8,11 @@ end-to-end tests use the real `Perceiver` with the zoo models from the mirror.
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
@@ -120,3 +121,19 @@ def real_server(grpc: bool = True) -> tuple[str, Service, object]:
     context = running_server(service)
     _KEEP_RUNNING.append(context)  # a collected context manager would stop the server
     return context.__enter__()
+
+
+def assert_same_as_v1(as_numpy: Callable[[str], np.ndarray], v1: dict) -> None:
+    """A v2 `perception` answer (its outputs by name, as a Triton client's `as_numpy` gives
+    them) holds the same detections and masks as our API's JSON for the same image."""
+    detections = v1["detections"]
+    assert len(detections) > 0
+    np.testing.assert_allclose(as_numpy("boxes"), [d["box"] for d in detections], atol=1e-3)
+    np.testing.assert_allclose(as_numpy("scores"), [d["score"] for d in detections], atol=1e-6)
+    assert as_numpy("classes").tolist() == [d["class_id"] for d in detections]
+    assert [label if isinstance(label, str) else label.decode()  # JSON: str, binary: bytes
+            for label in as_numpy("labels")] == [d["label"] for d in detections]
+    for which in ("drivable", "lanes"):
+        png = np.frombuffer(base64.b64decode(v1["masks"][which]["data"]), np.uint8)
+        mask = (cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+        np.testing.assert_array_equal(as_numpy(which), mask)

@@ -4,7 +4,8 @@
 (so `/healthz` answers at once and `/readyz` says when the models are warm), starts the gRPC
 server in the same process when `--grpc-port` is set, and on shutdown stops gRPC with a grace
 period and lets the batcher finish what it accepted. Every error is `{"error", "status"}`.
-With API keys, `/v1/*` and `/metrics` need one; health, the pages and the docs stay open.
+With API keys, `/v1/*`, `/v2/*` (the KServe v2 protocol, routes/kserve.py) and `/metrics` need
+one; health (`/healthz`, `/readyz`, `/v2/health/*`), the pages and the docs stay open.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fastapi_offline import FastAPIOffline
 from serving.http.dependencies import require_api_key
 from serving.http.errors import add_error_handlers
 from serving.http.middleware import JsonCORS, RequestLimits, RequestMetrics
-from serving.http.routes import health, metrics, models, perceive, stream
+from serving.http.routes import health, kserve, metrics, models, perceive, stream
 from serving.http.routes.viewer import viewer_router
 from serving.service import Service
 
@@ -57,6 +58,8 @@ def create_app(service: Service, static_dir: Path = STATIC) -> FastAPI:
     app.include_router(models.router, dependencies=keyed)
     app.include_router(perceive.router, dependencies=keyed)
     app.include_router(stream.router)
+    app.include_router(kserve.health_router)
+    app.include_router(kserve.router, dependencies=keyed)
     app.include_router(viewer_router(static_dir))
     app.mount("/static", StaticFiles(directory=static_dir, check_dir=False), name="static")
     return app
