@@ -3,10 +3,11 @@
 The messages are serving/proto/kserve_v2.proto's (Triton's field numbers, in a package of our
 own: see there why), registered under Triton's service name, so `tritonclient.grpc` talks to
 it unchanged. Served: ServerLive, ServerReady (both open, like health), ModelReady,
-ServerMetadata, ModelMetadata, ModelInfer, RepositoryIndex; any other method answers
-UNIMPLEMENTED. Inputs come as `raw_input_contents` or typed `contents`; outputs go back as
-`raw_output_contents`. The models, checks and limits are serving/kserve/'s, the status codes
-serving/grpc_status.py's (an unknown model or version is NOT_FOUND).
+ServerMetadata, ModelMetadata, ModelInfer, RepositoryIndex, ModelConfig (Triton's model
+configuration extension); any other method answers UNIMPLEMENTED. Inputs come as
+`raw_input_contents` or typed `contents`; outputs go back as `raw_output_contents`. The
+models, checks and limits are serving/kserve/'s, the status codes serving/grpc_status.py's (an
+unknown model or version is NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ class InferenceServicer:
         model = find_model(self.service, request.name, request.version)
         return json_format.ParseDict(model.metadata(), pb.ModelMetadataResponse())
 
+    def model_config(self, request: pb.ModelConfigRequest, context: grpc.ServicerContext
+                     ) -> pb.ModelConfigResponse:
+        model = find_model(self.service, request.name, request.version)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(model.config(),
+                                                                   pb.ModelConfig()))
+
     def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext
                     ) -> pb.ModelInferResponse:
         infer = InferRequest(request.model_name, request.model_version, _inputs(request),
@@ -103,6 +110,7 @@ def add_to_server(service: Service, server: grpc.Server) -> None:
         "ModelMetadata": (servicer.model_metadata, pb.ModelMetadataRequest),
         "ModelInfer": (servicer.model_infer, pb.ModelInferRequest),
         "RepositoryIndex": (servicer.repository_index, pb.RepositoryIndexRequest),
+        "ModelConfig": (servicer.model_config, pb.ModelConfigRequest),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(

@@ -24,6 +24,7 @@ from serving_harness import (
     running_server,
     solid_jpeg,
 )
+from tritonclient.grpc import model_config_pb2 as triton_config_pb2
 from tritonclient.grpc import service_pb2 as triton_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -70,27 +71,42 @@ def raw_infer(channel: grpc.Channel, request: pb.ModelInferRequest,
     return call(request, timeout=60, metadata=metadata)
 
 
+# The model configuration's messages: the subset of Triton's fields that we fill.
+CONFIG_SUBSETS = {"ModelConfig", "ModelInput", "ModelOutput"}
+
+
 def test_messages_are_wire_compatible_with_tritons() -> None:
-    """Every message of ours has Triton's fields: numbers, names, types, labels, nesting."""
+    """Every message of ours has Triton's fields: numbers, names, types, labels, nesting, enum
+    values; all of them, but for the model configuration's, which have a subset."""
 
-    def fields(descriptor) -> list:  # noqa: ANN001 (a protobuf Descriptor)
-        return sorted((f.number, f.name, f.type, f.is_repeated, f.is_packed,
-                       fields(f.message_type) if f.message_type else None)
-                      for f in descriptor.fields)
+    def check(ours, theirs) -> None:  # noqa: ANN001 (two protobuf Descriptors)
+        for field in ours.fields:
+            their = theirs.fields_by_number[field.number]
+            assert (field.name, field.type, field.is_repeated, field.is_packed) == (
+                their.name, their.type, their.is_repeated, their.is_packed), field.full_name
+            if field.message_type:
+                check(field.message_type, their.message_type)
+            if field.enum_type:
+                assert ([(v.name, v.number) for v in field.enum_type.values]
+                        == [(v.name, v.number) for v in their.enum_type.values])
+        if ours.name not in CONFIG_SUBSETS:
+            assert len(ours.fields) == len(theirs.fields), ours.full_name
 
-    theirs = triton_pb2.DESCRIPTOR.message_types_by_name
+    theirs = {**triton_config_pb2.DESCRIPTOR.message_types_by_name,
+              **triton_pb2.DESCRIPTOR.message_types_by_name}
     ours = pb.DESCRIPTOR.message_types_by_name
-    assert len(ours) == 16
+    assert len(ours) == 21
     for name, descriptor in ours.items():
-        assert fields(descriptor) == fields(theirs[name]), name
+        check(descriptor, theirs[name])
+    assert set(CONFIG_SUBSETS) < set(ours)
 
 
 def test_server_and_model_metadata(real: tuple[str, triton.InferenceServerClient, grpc.Channel]
                                    ) -> None:
     _, client, _ = real
     assert client.is_server_live() and client.is_server_ready()
-    assert list(client.get_server_metadata().extensions) == ["binary_tensor_data",
-                                                             "model_repository"]
+    assert list(client.get_server_metadata().extensions) == [
+        "binary_tensor_data", "model_repository", "model_configuration"]
     assert client.is_model_ready("perception") and client.is_model_ready("yolox-nano", "1")
     index = client.get_model_repository_index()
     assert [(m.name, m.version, m.state) for m in index.models] == [
@@ -110,8 +126,45 @@ def test_server_and_model_metadata(real: tuple[str, triton.InferenceServerClient
         client.is_model_ready("perception", "7")
     assert error.value.status() == "StatusCode.NOT_FOUND"
     with pytest.raises(InferenceServerException) as error:  # a method not served
-        client.get_model_config("perception")
+        client.get_inference_statistics("perception")
     assert error.value.status() == "StatusCode.UNIMPLEMENTED"
+
+
+def test_model_config(real: tuple[str, triton.InferenceServerClient, grpc.Channel]) -> None:
+    """Triton's ModelConfig (what perf_analyzer asks for first), decoded by Triton's own
+    messages: the metadata's tensors with Triton's data types, the same as over HTTP."""
+    base, client, _ = real
+    config = client.get_model_config("perception").config
+    assert (config.name, config.platform, config.backend, config.max_batch_size) == (
+        "perception", "python", "python", 0)
+    data_type = triton_config_pb2.DataType.Name
+    assert [(t.name, data_type(t.data_type), list(t.dims), t.optional) for t in config.input] == [
+        ("image", "TYPE_STRING", [1], True), ("rgb", "TYPE_UINT8", [-1, -1, 3], True)]
+    assert [(t.name, data_type(t.data_type)) for t in config.output] == [
+        ("boxes", "TYPE_FP32"), ("scores", "TYPE_FP32"), ("classes", "TYPE_INT32"),
+        ("labels", "TYPE_STRING"), ("drivable", "TYPE_UINT8"), ("lanes", "TYPE_UINT8"),
+        ("plan", "TYPE_STRING")]
+    for name in ("perception", "yolox-nano", "twinlitenet"):
+        config = client.get_model_config(name, "1").config
+        meta = client.get_model_metadata(name)
+        assert config.platform == meta.platform
+        assert [(t.name, list(t.dims)) for t in [*config.input, *config.output]] == [
+            (t.name, list(t.shape)) for t in [*meta.inputs, *meta.outputs]]
+        over_http = httpx.get(f"{base}/v2/models/{name}/config", timeout=30).json()
+        assert over_http["output"] == [
+            {"name": t.name, "data_type": data_type(t.data_type), "dims": list(t.dims)}
+            for t in config.output]
+    network = client.get_model_config("yolox-nano").config
+    assert (network.platform, network.backend, network.max_batch_size) == (
+        "onnxruntime_onnx", "onnxruntime", 0)
+    assert [(t.name, data_type(t.data_type), list(t.dims), t.optional)
+            for t in network.input] == [("images", "TYPE_FP32", [1, 3, 416, 416], False)]
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as error:
+        client.get_model_config("nope")
+    assert error.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException, match="has no version '2'") as error:
+        client.get_model_config("perception", "2")
+    assert error.value.status() == "StatusCode.NOT_FOUND"
 
 
 def test_infer_image_equals_our_api(real: tuple[str, triton.InferenceServerClient, grpc.Channel],

@@ -69,8 +69,8 @@ def test_server_health_metadata_and_repository(real: tuple[str, triton.Inference
                                                ) -> None:
     base, client = real
     assert client.is_server_live() and client.is_server_ready()
-    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data",
-                                                          "model_repository"]
+    assert client.get_server_metadata()["extensions"] == [
+        "binary_tensor_data", "model_repository", "model_configuration"]
     index = client.get_model_repository_index()
     assert [(m["name"], m["state"]) for m in index] == [
         ("perception", "READY"), ("yolox-nano", "READY"), ("twinlitenet", "READY")]
@@ -95,6 +95,38 @@ def test_server_health_metadata_and_repository(real: tuple[str, triton.Inference
     assert error.value.status() == "404"
     assert not client.is_model_ready("nope")
     assert httpx.get(f"{base}/v2/health/live").json() == {"live": True}
+
+
+def test_model_config(real: tuple[str, triton.InferenceServerClient]) -> None:
+    """Triton's model configuration (what perf_analyzer asks for first): the metadata's
+    tensors with Triton's data types, no batch dimension of Triton's kind."""
+    base, client = real
+    config = client.get_model_config("perception")
+    assert (config["name"], config["platform"], config["backend"], config["max_batch_size"]) == (
+        "perception", "python", "python", 0)
+    assert config["input"] == [
+        {"name": "image", "data_type": "TYPE_STRING", "dims": [1], "optional": True},
+        {"name": "rgb", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3], "optional": True}]
+    meta = client.get_model_metadata("perception")
+    assert config["platform"] == meta["platform"]
+    assert [(t["name"], t["dims"]) for t in config["output"]] == [
+        (t["name"], t["shape"]) for t in meta["outputs"]]
+    assert [t["data_type"] for t in config["output"]] == [
+        "TYPE_FP32", "TYPE_FP32", "TYPE_INT32", "TYPE_STRING", "TYPE_UINT8", "TYPE_UINT8",
+        "TYPE_STRING"]
+    assert client.get_model_config("twinlitenet", "1") == {  # as ONNX Runtime reports it
+        "name": "twinlitenet", "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+        "max_batch_size": 0,
+        "input": [{"name": "images", "data_type": "TYPE_FP32", "dims": [1, 3, 360, 640],
+                   "optional": False}],
+        "output": [{"name": "da", "data_type": "TYPE_FP32", "dims": [1, 2, 360, 640]},
+                   {"name": "ll", "data_type": "TYPE_FP32", "dims": [1, 2, 360, 640]}]}
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as error:
+        client.get_model_config("nope")
+    assert error.value.status() == "404"
+    answer = httpx.get(f"{base}/v2/models/perception/versions/2/config")
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "model 'perception' has no version '2' (versions: 1)"
 
 
 def test_infer_image_equals_our_api(real: tuple[str, triton.InferenceServerClient],

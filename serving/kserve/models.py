@@ -6,6 +6,14 @@ class ids and names, the masks at the segmentation model's resolution (0/1, cove
 frame), and with a camera configured the plan as JSON. A network (by its zoo name) takes and
 gives its raw ONNX tensors, as ONNX Runtime reports their names, types and shapes. Every model
 has the one version "1".
+
+Each model also has Triton's model configuration (its model configuration extension, which
+Triton's perf_analyzer asks for first): the same inputs and outputs with Triton's TYPE_* data
+types, its platform and backend, and `max_batch_size` 0. Triton's `max_batch_size` > 0 says
+every input and output has a leading batch dimension, left out of `dims`, that a client may
+fill with several samples; `perception` takes one image a request (our batcher groups requests
+on its own, unseen by clients), and a network's tensors are whole as its ONNX graph declares
+them (a batch dimension, fixed or -1, stays in `dims`).
 """
 
 from __future__ import annotations
@@ -27,24 +35,39 @@ from serving.service import RequestError, Service
 VERSION = "1"
 PERCEPTION = "perception"
 SERVER_METADATA = {"name": "perception", "version": "1.0",
-                   "extensions": ["binary_tensor_data", "model_repository"]}
+                   "extensions": ["binary_tensor_data", "model_repository",
+                                  "model_configuration"]}
 ORT_DATATYPES = {"tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
                  "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
                  "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
                  "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
                  "tensor(string)": "BYTES"}
+# model_config.proto's DataType of each protocol datatype (BYTES is Triton's TYPE_STRING)
+CONFIG_DATATYPES = {datatype: "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+                    for datatype in ORT_DATATYPES.values()}
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """An input or output as model metadata gives it; -1 in `shape`: any size."""
+    """An input or output as model metadata gives it; -1 in `shape`: any size. `optional`: an
+    input a request may leave out."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    optional: bool = False
 
     def metadata(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def config(self) -> dict:
+        """The output as model_config.proto's ModelOutput (a type Triton lacks: TYPE_INVALID)."""
+        return {"name": self.name, "data_type": CONFIG_DATATYPES.get(self.datatype, "TYPE_INVALID"),
+                "dims": list(self.shape)}
+
+    def input_config(self) -> dict:
+        """The input as model_config.proto's ModelInput."""
+        return {**self.config(), "optional": self.optional}
 
     def check(self, tensor: Tensor) -> None:
         if tensor.datatype != self.datatype:
@@ -58,10 +81,12 @@ class TensorSpec:
 
 
 class V2Model:
-    """What every served model has: a name, a platform and its inputs and outputs."""
+    """What every served model has: a name, a platform and backend (Triton's words for what runs
+    it) and its inputs and outputs."""
 
     name: str
     platform: str
+    backend: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
@@ -69,6 +94,13 @@ class V2Model:
         return {"name": self.name, "versions": [VERSION], "platform": self.platform,
                 "inputs": [spec.metadata() for spec in self.inputs],
                 "outputs": [spec.metadata() for spec in self.outputs]}
+
+    def config(self) -> dict:
+        """Triton's model configuration (model_config.proto's ModelConfig as JSON, its field
+        names); `max_batch_size` 0, as the module says why."""
+        return {"name": self.name, "platform": self.platform, "backend": self.backend,
+                "max_batch_size": 0, "input": [spec.input_config() for spec in self.inputs],
+                "output": [spec.config() for spec in self.outputs]}
 
     def check_inputs(self, inputs: list[Tensor]) -> dict[str, Tensor]:
         """The inputs by name, each checked against its spec: no unknown or repeated name."""
@@ -100,13 +132,20 @@ class V2Model:
 
 
 class PerceptionModel(V2Model):
-    """The whole chain on one image, through the service's limits and batcher."""
+    """The whole chain on one image, through the service's limits and batcher.
 
-    platform = "ensemble"
+    Its platform and backend are "python": the chain is Python calling the networks, what
+    Triton runs as a Python-backend model. Triton's "ensemble" would be a pipeline of served
+    models that the server wires together (`ensemble_scheduling` steps), and decoding, NMS, the
+    masks and the plan are no served models. Its two inputs are optional in the config's sense:
+    a request gives exactly one of them."""
+
+    platform = backend = "python"
 
     def __init__(self, specs: list[ModelSpec], plans: bool) -> None:
         self.name = PERCEPTION
-        self.inputs = [TensorSpec("image", "BYTES", (1,)), TensorSpec("rgb", "UINT8", (-1, -1, 3))]
+        self.inputs = [TensorSpec("image", "BYTES", (1,), optional=True),
+                       TensorSpec("rgb", "UINT8", (-1, -1, 3), optional=True)]
         self.outputs = []
         if any(spec.detects for spec in specs):
             self.outputs += [TensorSpec("boxes", "FP32", (-1, 4)),
@@ -151,7 +190,7 @@ class PerceptionModel(V2Model):
 class NetworkModel(V2Model):
     """One loaded ONNX network: its raw input tensors in, its raw output tensors out."""
 
-    platform = "onnxruntime_onnx"
+    platform, backend = "onnxruntime_onnx", "onnxruntime"
 
     def __init__(self, name: str, session: InferenceSession) -> None:
         self.name = name

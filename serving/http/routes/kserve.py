@@ -2,7 +2,8 @@
 
 Health (`/v2/health/live`, `/v2/health/ready`) is open, like `/healthz`; the rest needs an API
 key when keys are on. Models are those of serving/kserve/models.py, each with the one version
-"1" (`/versions/1/...` paths as Triton accepts them). Errors are the protocol's JSON
+"1" (`/versions/1/...` paths as Triton accepts them), and Triton's model configuration
+(`/v2/models/{name}/config`, the model configuration extension). Errors are the protocol's JSON
 `{"error": ...}` (with our `status` beside it): 400 bad input, 404 unknown model or version,
 413 too large, 503 busy or loading, 504 too slow.
 """
@@ -53,6 +54,27 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+class ConfigOutput(BaseModel):
+    name: str
+    data_type: str  # model_config.proto's DataType: TYPE_FP32, TYPE_STRING (BYTES) ...
+    dims: list[int]
+
+
+class ConfigInput(ConfigOutput):
+    optional: bool
+
+
+class TritonModelConfig(BaseModel):
+    """model_config.proto's ModelConfig, the fields this server fills."""
+
+    name: str
+    platform: str
+    backend: str
+    max_batch_size: int
+    input: list[ConfigInput]
+    output: list[ConfigOutput]
 
 
 class ModelReady(BaseModel):
@@ -145,6 +167,19 @@ async def model_metadata(name: str, service: ServiceDep) -> dict[str, Any]:
             responses=errors(401, 404, 503), summary="v2: model metadata, of one version")
 async def version_metadata(name: str, version: str, service: ServiceDep) -> dict[str, Any]:
     return find_model(service, name, version).metadata()
+
+
+@router.get("/v2/models/{name}/config", response_model=TritonModelConfig,
+            responses=errors(401, 404, 503), summary="v2: Triton's model configuration")
+async def model_config(name: str, service: ServiceDep) -> dict[str, Any]:
+    return find_model(service, name).config()
+
+
+@router.get("/v2/models/{name}/versions/{version}/config", response_model=TritonModelConfig,
+            responses=errors(401, 404, 503),
+            summary="v2: Triton's model configuration, of one version")
+async def version_config(name: str, version: str, service: ServiceDep) -> dict[str, Any]:
+    return find_model(service, name, version).config()
 
 
 @router.get("/v2/models/{name}/ready", response_model=ModelReady,
