@@ -1,6 +1,8 @@
 """`perception sim --simulator metadrive`: one scored drive on a MetaDrive map.
 
-The loop (sim_bridge/loop.py) drives MetaDrive's car with our perception and planner; each
+The loop (sim_bridge/loop.py) drives MetaDrive's car with our perception and planner; the
+planner is told the navigation's route (the roads ahead, as a `Tactic`), so that at a fork it
+keeps to the route while perception still decides where on the road to drive. Each
 step is then scored from MetaDrive's ground truth (scoring.py): progress along the navigation
 route (its first `route_m` metres), the offset from the lane centre, the gap to the vehicle
 ahead, crashes and leaving the road, and, on frames with semantic labels, the drivable-area and
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from perception.driving.camera import CameraModel
+from perception.driving.planning import Tactic
 from perception.logs.foxglove_live import FoxgloveAddress
 from perception.results import Plan
 from sim_bridge.behaviour_policy import BehaviourLayer, load_policy
@@ -26,6 +29,9 @@ from sim_bridge.scoring import DriveScore
 
 # DrivingMetrics' keys that only CARLA's sensors fill, or that DriveScore replaces
 NOT_MEASURED_HERE = ("collisions", "lane_invasions", "route_completion")
+# Cost per metre a path strays from where the whole car stays on the route's road: more than
+# lane keeping can earn (w_lane + w_centre = 7), so a faint or broken line is not followed off it
+ROUTE_WEIGHT = 8.0
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,14 @@ def run(config: MetaDriveRun, make_perceive: Callable[[MetaDriveSimulator], Perc
         camera = simulator.camera()
         on_camera(camera)
         planner = car_planner(camera, detections_available)
-        plan_step = planner.step
-        if config.behaviour is not None:
-            layer = BehaviourLayer(load_policy(config.behaviour))
+        layer = None if config.behaviour is None else BehaviourLayer(load_policy(config.behaviour))
 
-            def plan_step(*args: object) -> Plan:
-                planner.tactic = layer.tactic(simulator.env.agent, simulator._other_vehicles())
-                return planner.step(*args)
+        def plan_step(*args: object) -> Plan:
+            """The planner, told the navigation's route (and the behaviour layer's wish)."""
+            tactic = (Tactic(offset_m=None, weight=ROUTE_WEIGHT) if layer is None
+                      else layer.tactic(simulator.env.agent, simulator._other_vehicles()))
+            planner.tactic = replace(tactic, route=simulator.route())
+            return planner.step(*args)
         perceive = (simulator.ground_truth if make_perceive is None
                     else make_perceive(simulator))
         metrics, score = DrivingMetrics(STEP_S), DriveScore(config.route_m)

@@ -47,6 +47,7 @@ VEHICLE_COLOURS = {(142, 0, 0): (2, "car"), (70, 0, 0): (7, "truck"), (100, 60, 
 MIN_BOX_PX = 12  # a vehicle's visible blob smaller than this many pixels is not a box
 SAME_LANE_M = 1.75  # a vehicle this near the ego's line of travel is in its lane
 LEAD_RANGE_M = 80.0
+ROUTE_AHEAD_M, ROUTE_BEHIND_M, ROUTE_STEP_M = 45.0, 5.0, 2.0  # the route handed to the planner
 SETUP_HINT = "run scripts/setup_metadrive.sh VENV and use VENV/bin/perception"
 
 
@@ -118,12 +119,15 @@ def prepare_headless_rendering() -> None:
     """Panda3D's EGL display, multisampling and anisotropic filtering off (module docstring)."""
     os.environ.setdefault("MESA_EXTENSION_OVERRIDE",
                           "-GL_EXT_texture_filter_anisotropic -GL_ARB_texture_filter_anisotropic")
+    from direct.directnotify.DirectNotifyGlobal import directNotify
     from direct.filter.FilterManager import FilterManager
     from metadrive.engine.core.image_buffer import ImageBuffer
     from panda3d.core import loadPrcFileData
 
     loadPrcFileData("perception", "load-display p3headlessgl\nnotify-level warning\n"
-                    "notify-level-device fatal\naudio-library-name null")
+                    "notify-level-device fatal\naudio-library-name null\n"
+                    "default-directnotify-level error")
+    directNotify.setDconfigLevels()  # no renderer: our one line, not also ShowBase's warning
     render_scene_into, create_buffer = FilterManager.render_scene_into, ImageBuffer._create_buffer
 
     def scene_without_multisampling(self: Any, *args: Any, fbprops: Any = None,
@@ -271,6 +275,39 @@ class MetaDriveSimulator:
         truth = semantic_labels(np.ascontiguousarray(semantic[..., :3]), frame)
         self._truth = (frame.index, truth)
         return truth
+
+    # --- navigation ---------------------------------------------------------------------------
+
+    def route(self) -> tuple[np.ndarray, ...]:
+        """The navigation's route ahead, as a car's navigation knows it: the ground of each
+        lane of the roads it follows (the car's road and the next ones, `ROUTE_AHEAD_M`), as
+        polygons in the planner's vehicle frame (metres; origin on the ground under the rear
+        axle, x forward, y left). Lanes of the road not taken (an on-ramp's, the oncoming
+        carriageway's) are not in it."""
+        agent, navigation = self.env.agent, self.env.agent.navigation
+        graph = self.env.current_map.road_network.graph
+        checkpoints = navigation.checkpoints
+        first = checkpoints.index(navigation.current_road.start_node)
+        heading = np.array([math.cos(agent.heading_theta), math.sin(agent.heading_theta)])
+        rear = np.asarray(agent.position) - REAR_AXLE_M * heading
+        to_vehicle = np.array([heading, [-heading[1], heading[0]]]).T  # world -> (x, y left)
+        polygons, left_m = [], ROUTE_AHEAD_M
+        for start, end in zip(checkpoints[first:], checkpoints[first + 1:], strict=False):
+            lanes = graph[start][end]
+            reference = lanes[0]
+            here = (float(np.clip(reference.local_coordinates(agent.position)[0], 0.0,
+                                  reference.length)) if start == checkpoints[first] else 0.0)
+            stop = min(reference.length, here + left_m)
+            for lane in lanes:  # the same stretch of road on each lane (a curve's differ)
+                s = np.append(np.arange(max(0.0, here - ROUTE_BEHIND_M), stop, ROUTE_STEP_M),
+                              stop) * lane.length / reference.length
+                edges = [np.array([lane.position(a, side * lane.width / 2) for a in s])
+                         for side in (-1, 1)]
+                polygons.append((np.concatenate([edges[0], edges[1][::-1]]) - rear) @ to_vehicle)
+            left_m -= stop - here
+            if left_m <= 0:
+                break
+        return tuple(polygons)
 
     # --- ground truth for scoring -----------------------------------------------------------
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,22 @@ def metadrive(code: str, timeout: float = 420) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def sim(*arguments: str, code: str = "") -> subprocess.CompletedProcess:
-    """`perception sim --simulator metadrive ARGUMENTS` in MetaDrive's environment, after
-    `code` (which may change the world the command sees)."""
-    return metadrive(f"import sys\n{code}\nfrom perception.cli import main\n"
-                     f"sys.exit(main(['sim', '--simulator', 'metadrive', *{list(arguments)!r}]))")
+def sim_code(arguments: tuple[str, ...], code: str = "") -> str:
+    """Python that runs `perception sim --simulator metadrive ARGUMENTS` after `code` (which may
+    change the world the command sees), then prints whether MetaDrive's engine is closed."""
+    return (f"import sys\n{code}\nfrom metadrive.engine.engine_utils import engine_initialized\n"
+            f"from perception.cli import main\n"
+            f"status = main(['sim', '--simulator', 'metadrive', *{list(arguments)!r}])\n"
+            f"print('engine closed', not engine_initialized())\nsys.exit(status)")
+
+
+def sim(*arguments: str, code: str = "", env: dict | None = None
+        ) -> subprocess.CompletedProcess:
+    """`perception sim --simulator metadrive ARGUMENTS` in MetaDrive's environment."""
+    assert METADRIVE_PYTHON, "PERCEPTION_METADRIVE_PYTHON is not set (scripts/setup_metadrive.sh)"
+    return subprocess.run([METADRIVE_PYTHON, "-c", sim_code(arguments, code)], cwd=REPO,
+                          capture_output=True, text=True, timeout=420,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def topics(path: Path) -> dict[str, list[bytes]]:
@@ -60,6 +73,7 @@ def test_a_short_drive_renders_frames_drives_the_car_and_records(tmp_path) -> No
                "--perception", "ground-truth", "--out", str(out), "--json", str(summary),
                "--save-camera", str(camera))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "engine closed True" in done.stdout  # the end of the ticks closes MetaDrive
     scores = json.loads(summary.read_text())
     assert scores["ticks"] == 12 and scores["frames_missed"] == 0
     assert scores["distance_m"] > 1.0 and scores["mean_speed_mps"] > 0.3  # it drove
@@ -129,15 +143,51 @@ def test_follows_a_slower_lead_car_without_crashing_and_always_closes() -> None:
 
 
 @needs_metadrive
-@pytest.mark.parametrize("arguments, code, message", [
-    (["--map", "SQ"], "", "--map 'SQ': unknown block 'Q'"),
-    (["--ticks", "1"], "import metadrive; metadrive.__file__ = '/nowhere/metadrive/x.py'",
+def test_ctrl_c_ends_the_drive_with_complete_outputs_and_closes_metadrive(tmp_path) -> None:
+    """SIGINT while the car drives: exit 130, MetaDrive closed, and the run's --json and --out
+    complete (the steps so far), with no partial file left beside them."""
+    out, summary, camera = tmp_path / "run.mcap", tmp_path / "run.json", tmp_path / "cam.yaml"
+    arguments = ("--map", "S", "--traffic", "0", "--ticks", "100000", "--camera", "96x54",
+                 "--perception", "ground-truth", "--out", str(out), "--json", str(summary),
+                 "--save-camera", str(camera))
+    process = subprocess.Popen([METADRIVE_PYTHON, "-c", sim_code(arguments)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not camera.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the camera file is written once MetaDrive runs, before the loop
+        time.sleep(3.0)  # a few steps into the drive
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "engine closed True" in stdout
+    scores = json.loads(summary.read_text())
+    assert scores["interrupted"] is True and 0 < scores["ticks"] < 1000
+    recorded = topics(out)
+    assert len(recorded["/camera/image"]) == scores["ticks"]
+    assert json.loads(recorded["/sim/metrics"][0])["ticks"] == scores["ticks"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cam.yaml", "run.json",
+                                                                 "run.mcap"]
+
+
+@needs_metadrive
+@pytest.mark.parametrize("arguments, code, env, message", [
+    (["--map", "SQ"], "", {}, "--map 'SQ': unknown block 'Q'"),
+    (["--ticks", "1"], "import metadrive; metadrive.__file__ = '/nowhere/metadrive/x.py'", {},
      "MetaDrive's asset folder /nowhere/metadrive/assets is missing"),
+    # libglvnd finds no EGL vendor (Mesa): Panda3D cannot open its headless display
+    (["--ticks", "1", "--camera", "96x54", "--perception", "ground-truth"], "",
+     {"__EGL_VENDOR_LIBRARY_FILENAMES": "/nonexistent.json"},
+     "MetaDrive could not start its renderer"),
 ])
-def test_bad_map_and_missing_assets_are_one_line_and_exit_2(arguments, code, message) -> None:
-    done = sim(*arguments, code=code)
+def test_bad_map_missing_assets_and_no_egl_are_one_line_and_exit_2(arguments, code, env,
+                                                                   message) -> None:
+    done = sim(*arguments, code=code, env=env)
     assert done.returncode == 2, done.stderr[-3000:]
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "engine closed True" in done.stdout
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from perception.driving.distance import SIZE_PRIORS
-from perception.driving.planning import PlannerConfig, PlannerState, plan_frame
+from perception.driving.planning import PlannerConfig, PlannerState, Tactic, plan_frame
 from perception.results import Detection, FrameResult
 from tests.synthetic_road import (
     CELL_M,
@@ -238,3 +239,49 @@ def test_same_input_same_plan_and_state_is_explicit():
     again = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0)
     assert first.plan == again.plan
     assert first.state.previous == first.plan and first.state.time == 0.0
+
+
+def lane_strip(centre: np.ndarray, width: float = 3.6) -> np.ndarray:
+    """The ground of one lane along a centre line, as a polygon."""
+    normal = Road(centre).normals()
+    return np.vstack([centre + normal * width / 2, (centre - normal * width / 2)[::-1]])
+
+
+@pytest.mark.parametrize("route_bends", [False, True])
+def test_a_route_picks_the_branch_at_a_fork(route_bends):
+    """A one-lane road forks (no lane lines): straight on, or a branch bending right from 5 m.
+    The planner alone goes straight on; told the navigation's route (a Tactic with only the
+    route's ground, no offset), it keeps to the route, whichever branch that is."""
+    road = Road(straight_centre())
+    branch = arc_centre(-40.0, length=60.0, lead_in=5.0)
+    cv2.fillPoly(road.drivable, [road.to_raster(lane_strip(branch))], 1)
+    road.lanes[:] = 0
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    alone = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0).plan
+    route = lane_strip(branch if route_bends else straight_centre(60.0, -5.0))
+    tactic = Tactic(offset_m=None, route=(route,))
+    told = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0,
+                      tactic=tactic).plan
+    y_at_25 = {name: np.interp(25.0, *np.array(plan.waypoints).T)
+               for name, plan in (("alone", alone), ("told", told))}
+    assert alone.status == told.status == "ok"
+    assert abs(y_at_25["alone"]) < 0.5
+    if route_bends:  # the branch's centre is 5.4 m to the right at x = 25 m
+        assert y_at_25["told"] < -4.5
+    else:
+        assert abs(y_at_25["told"]) < 0.5
+
+
+def test_a_route_keeps_the_whole_car_on_its_road():
+    """Two lanes of drivable road without lane lines (a centre line too faint to see): alone,
+    the planner centres on both; told that the route is the right one, the car's body stays
+    on it (its centre within 3.6 / 2 - half width - margin = 0.55 m of the lane's centre)."""
+    road = Road(straight_centre(), lanes_left=1)
+    road.lanes[:] = 0
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    alone = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0).plan
+    tactic = Tactic(offset_m=None, route=(lane_strip(straight_centre(60.0, -5.0)),))
+    told = plan_frame(result, SIM_CAMERA, PlannerState(), now=0.0, speed_mps=8.0,
+                      tactic=tactic).plan
+    assert np.array(alone.waypoints)[-1, 1] > 1.2  # toward the middle of the two lanes
+    assert np.abs(np.array(told.waypoints)[:, 1]).max() <= 0.6

@@ -86,15 +86,19 @@ class PlannerConfig:
 
 @dataclass(frozen=True)
 class Tactic:
-    """A behaviour layer's wish for the next frames (sim_bridge/behaviour_policy.py): prefer
-    paths that are `offset_m` to the side (+ left; a lane change is one lane width) after the
-    longest sideways move, costing `weight` per metre away from it, and drive no faster than
-    `max_speed_mps`. The fail-safe and the in-path and curve limits still apply: they only ever
-    lower the speed."""
+    """A wish for the next frames from above the planner: a behaviour layer's
+    (sim_bridge/behaviour_policy.py) and the navigation's. Prefer paths that are `offset_m` to
+    the side (+ left; a lane change is one lane width; None: no preference) after the longest
+    sideways move, and that keep the whole car on the `route`'s ground all along (polygons of
+    (x, y) points in the vehicle frame: the road the navigation follows), each costing
+    `weight` per metre away from it; drive no faster than `max_speed_mps`. The fail-safe and
+    the in-path and curve limits still apply: they only ever lower the speed. The route picks
+    the road at a fork; where on that road to drive is still the perception's."""
 
-    offset_m: float = 0.0
+    offset_m: float | None = 0.0
     max_speed_mps: float = math.inf
     weight: float = 3.0  # > (w_lane + w_centre) / lane width: a lane line may be crossed
+    route: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
     """The best candidate, or None when none has `min_free_m` of free road beyond the hood.
 
     `previous` is the last plan's path moved into the current vehicle frame; a `tactic` adds
-    its cost for ending away from its offset.
+    its cost for ending away from its offset or off its route.
     """
     paths = candidates(config)
     s, x, y, rows, cols, inside = paths.s, paths.x, paths.y, paths.rows, paths.cols, paths.inside
@@ -355,9 +359,14 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
         prev_y = np.interp(x, previous[:, 0], previous[:, 1])
         change = (np.abs(y - prev_y) * span).sum(axis=1) / np.maximum(span.sum(axis=1), 1)
         score -= config.w_consistency * change
-    if tactic is not None:  # where each path is sideways once the longest move is done
-        after = (s >= max(config.transition_m)) & (s <= config.goal_m)
+    after = (s >= max(config.transition_m)) & (s <= config.goal_m)  # the sideways move done
+    if tactic is not None and tactic.offset_m is not None:
         score -= tactic.weight * np.abs(y[:, after] - tactic.offset_m).mean(axis=1)
+    if tactic is not None and tactic.route:  # the whole path: the car must not leave it anywhere
+        off_route = off_route_m(tactic.route, config.grid, config.half_width_m + config.margin_m)
+        near = s <= config.goal_m
+        score -= tactic.weight * (off_route[rows[:, near], cols[:, near]]
+                                  * inside[:, near]).mean(axis=1)
     score = np.where(free_length - hood_length >= config.min_free_m, score, -np.inf)
     best = int(np.argmax(score))
     if not np.isfinite(score[best]):
@@ -366,6 +375,22 @@ def score_candidates(cost: CostGrid, bev: BirdsEye, previous: np.ndarray | None,
     points = np.column_stack([x[best, :end], y[best, :end]])
     return Candidate(points, paths.curvature[best, :end], s[:end], float(free_length[best]),
                      blocked_by(best, end, paths, cost, bev), float(score[best]))
+
+
+def off_route_m(route: Sequence[np.ndarray], grid: BevGrid, keep_m: float) -> np.ndarray:
+    """Each grid cell's distance (m) from where the car's centre keeps the whole car `keep_m`
+    (its half width and margin) inside the route's ground (0 there); 0 everywhere when the
+    route is not on the grid."""
+    on_route = np.zeros((grid.rows, grid.cols), np.uint8)
+    cv2.fillPoly(on_route, [np.round(grid.to_pixel(polygon[:, 0], polygon[:, 1])).astype(np.int32)
+                            for polygon in route], 1)
+    if not on_route.any():
+        return np.zeros(on_route.shape, np.float32)
+    size = 2 * int(round(keep_m / grid.metres_per_pixel)) + 1
+    inner = cv2.erode(on_route, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    if inner.any():  # else a road narrower than the car: the route's ground itself
+        on_route = inner
+    return cv2.distanceTransform(1 - on_route, cv2.DIST_L2, 5) * grid.metres_per_pixel
 
 
 def blocked_by(best: int, end: int, paths: Candidates, cost: CostGrid,
