@@ -5,6 +5,7 @@ Planner). Runs in MetaDrive's environment with the [behaviour] extra (stable-bas
     perception behaviour train --steps 20000 --seed 0 --out runs/behaviour/s0
     perception behaviour evaluate --policy models/behaviour/dqn.pt --episodes 20 --seeds 1000 \
         --json eval.json
+    perception behaviour evaluate ... --observe perception   # the policies see our perception
 
 `train` writes TensorBoard logs (OUT/tb), checkpoints (OUT/checkpoints/*.zip, every
 `--checkpoint-every` steps; `--resume CKPT.zip` goes on from one) and the policy file OUT/dqn.pt
@@ -23,6 +24,7 @@ from pathlib import Path
 from perception.errors import PerceptionError
 from perception.logs.files import write_atomically
 from sim_bridge.behaviour_env import ACTIONS, BehaviourEnvConfig, make_env
+from sim_bridge.behaviour_perception import PerceivedScenes
 from sim_bridge.behaviour_policy import Policy, RulePolicy, load_policy, save_policy
 from sim_bridge.metadrive_sim import MetaDriveConfig, check_config, check_environment, check_map
 
@@ -43,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--seeds", type=int, default=100000, metavar="FIRST",
                           help="MetaDrive seeds FIRST..FIRST+EPISODES-1 (held out)")
     evaluate.add_argument("--json", type=Path, metavar="OUT.json")
+    evaluate.add_argument("--observe", choices=("truth", "perception"), default="truth",
+                          help="what the policies observe: MetaDrive's ground truth, or our "
+                               "perception on the ego camera (default models, rendered at each "
+                               "decision; sim_bridge/behaviour_perception.py)")
+    evaluate.add_argument("--route-m", type=float, default=BehaviourEnvConfig.route_m,
+                          help="an episode ends after this many metres (default %(default)g)")
     for sub in (train, evaluate):
         sub.add_argument("--map", default="SCSCS", help="MetaDrive blocks (default SCSCS)")
         sub.add_argument("--traffic", type=float, default=0.2, help="density in [0, 1]")
@@ -50,8 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def env_config(args: argparse.Namespace, start_seed: int, scenarios: int) -> BehaviourEnvConfig:
     check_config(MetaDriveConfig(map=args.map, traffic=args.traffic, seed=start_seed))
+    route_m = getattr(args, "route_m", BehaviourEnvConfig.route_m)
+    if not route_m > 0:
+        raise PerceptionError(f"--route-m {route_m:g}: must be > 0")
     return BehaviourEnvConfig(map=args.map, traffic=args.traffic, start_seed=start_seed,
-                              scenarios=scenarios)
+                              scenarios=scenarios, route_m=route_m)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,19 +125,36 @@ def evaluate(args: argparse.Namespace) -> int:
                                           ("rules", RulePolicy())]
     check_environment()
     check_map(args.map)
-    env = make_env(config)
+    scenes = perceived_scenes() if args.observe == "perception" else None
+    env = make_env(config, scenes)
     report: dict = {"map": args.map, "traffic": args.traffic, "episodes": args.episodes,
                     "seeds": [args.seeds, args.seeds + args.episodes - 1],
+                    "route_m": config.route_m, "observe": args.observe,
                     "policy_file": str(args.policy)}
+    if scenes is not None:
+        camera = scenes.camera_config
+        report["camera"] = f"{camera.width}x{camera.height},{camera.fov_deg:g}"
+        report["models"] = scenes.perceiver.model_names
     try:
         for name, policy in policies:
             report[name] = score(env, policy, range(args.seeds, args.seeds + args.episodes))
     finally:
         env.close()
+    if scenes is not None:
+        report["frames_with_ego_lane"] = round(scenes.frames_with_lane
+                                               / max(scenes.decisions, 1), 3)
     print(json.dumps(report, indent=2))
     if args.json is not None:
         write_atomically(args.json, json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def perceived_scenes() -> PerceivedScenes:
+    """Our default models (lane fitting on) as the policies' eyes."""
+    from perception.pipeline import Perceiver  # ONNX Runtime: loaded only when models run
+    from perception.zoo.registry import default_models
+
+    return PerceivedScenes(Perceiver.from_names(default_models()))
 
 
 def score(env: object, policy: Policy, seeds: range) -> dict:
@@ -139,6 +167,11 @@ def score(env: object, policy: Policy, seeds: range) -> dict:
         while not (done or truncated):
             obs, _, done, truncated, info = env.step(policy.act(obs))
         episodes.append(info["tally"].summary() | {"seed": seed})
+    return figures(episodes)
+
+
+def figures(episodes: list[dict]) -> dict:
+    """The issue's figures over episodes (each a DriveTally summary with its seed)."""
     km = max(sum(e["distance_m"] for e in episodes) / 1000, 1e-9)
     steps = [e["mean_speed_mps"] for e in episodes]
     count = len(episodes)

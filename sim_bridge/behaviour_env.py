@@ -14,6 +14,9 @@ At run time in the camera loop (`perception sim --behaviour dqn`) the same actio
 `Tactic` for our Planner: the target lane's centre as its preferred lateral offset and the
 follow speed as a speed cap (sim_bridge/behaviour_policy.py).
 
+For evaluation the policy may observe our perception instead (`make_env(config, scenes)`,
+sim_bridge/behaviour_perception.py); the executor still drives on ground truth.
+
 MetaDrive is imported lazily: the observation builder and the action mapping import everywhere.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -180,8 +183,21 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
                  index < len(lanes) - 1, (leads[0], leads[1], leads[2]))
 
 
-def make_env(config: BehaviourEnvConfig) -> Any:
-    """The gymnasium env (MetaDrive, physics only) the DQN trains and is evaluated in."""
+class SceneSource(Protocol):
+    """Where the policy's scene comes from, when not ground truth (behaviour_perception.py):
+    `config` adds to MetaDrive's, `start` follows each reset, `scene` is called per decision."""
+
+    config: dict
+
+    def start(self, md: Any) -> None: ...
+
+    def scene(self, md: Any) -> Scene: ...
+
+
+def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> Any:
+    """The gymnasium env (MetaDrive, physics only) the DQN trains and is evaluated in. The
+    policy observes ground truth (`scene_of`), or `scenes`' scene; the executor always drives
+    on ground truth."""
     import gymnasium as gym
     from metadrive.component.vehicle.PID_controller import PIDController
     from metadrive.envs import MetaDriveEnv
@@ -198,7 +214,7 @@ def make_env(config: BehaviourEnvConfig) -> Any:
                 "traffic_density": config.traffic, "num_scenarios": config.scenarios,
                 "start_seed": config.start_seed, "horizon": None,
                 "out_of_road_done": False, "crash_vehicle_done": False,
-                "crash_object_done": False})
+                "crash_object_done": False, **(scenes.config if scenes else {})})
             self.next_seed = config.start_seed
 
         def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple:
@@ -211,13 +227,16 @@ def make_env(config: BehaviourEnvConfig) -> Any:
                 self.next_seed = (config.start_seed
                                   + (scenario - config.start_seed + 1) % config.scenarios)
             self.md.reset(seed=scenario)
+            if scenes is not None:
+                scenes.start(self.md)
             self.heading_pid = PIDController(1.7, 0.01, 3.5)
             self.lateral_pid = PIDController(0.3, 0.002, 0.05)
             self.target_lane = self.md.agent.lane_index[2]
             self.tally = DriveTally()
             self.decisions = 0
             self.target_speed = 0.0
-            return observation(self.scene()), {}
+            self.observed = self.observed_scene()
+            return observation(self.observed), {}
 
         def close(self) -> None:
             self.md.close()
@@ -230,6 +249,10 @@ def make_env(config: BehaviourEnvConfig) -> Any:
         def scene(self) -> Scene:
             return scene_of(self.md.agent, self.others())
 
+        def observed_scene(self) -> Scene:
+            """What the policy sees: ground truth, or the scene source's."""
+            return self.scene() if scenes is None else scenes.scene(self.md)
+
         def others(self) -> list[Any]:
             from metadrive.component.vehicle.base_vehicle import BaseVehicle
 
@@ -239,8 +262,7 @@ def make_env(config: BehaviourEnvConfig) -> Any:
         # --- one decision -----------------------------------------------------------------
 
         def step(self, action: int) -> tuple:
-            scene = self.scene()
-            order = command(int(action), scene)
+            order = command(int(action), self.observed)  # the scene the policy saw
             before_lane = self.target_lane
             lanes = self.lanes()
             self.target_lane = int(np.clip(self.target_lane + order.lane_shift, 0,
@@ -278,7 +300,8 @@ def make_env(config: BehaviourEnvConfig) -> Any:
             reward -= HARD_BRAKE_PENALTY * hard
             reward -= LANE_CHANGE_PENALTY * (self.target_lane != before_lane)
             truncated = not done and self.decisions >= config.max_decisions
-            return observation(self.scene()), reward, bool(done), truncated, {
+            self.observed = self.observed_scene()
+            return observation(self.observed), reward, bool(done), truncated, {
                 "tally": self.tally}
 
         def drive(self, wanted_speed: float) -> list[float]:

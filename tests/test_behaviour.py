@@ -1,6 +1,7 @@
 """The DQN behaviour layer (sim_bridge/behaviour_*.py) in this environment: the observation
-builder, the action mapping, the Planner's tactic hook on a synthetic road, the policy file's
-weights-only loading and its refusals. MetaDrive runs in tests/test_behaviour_metadrive.py."""
+builder (from ground truth and from a perceived frame), the action mapping, the Planner's
+tactic hook on a synthetic road, the policy file's weights-only loading and its refusals.
+MetaDrive runs in tests/test_behaviour_metadrive.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from perception.cli import main
-from perception.driving.planning import PlannerConfig, PlannerState, Tactic, plan_frame
+from perception.driving.planning import Planner, PlannerConfig, PlannerState, Tactic, plan_frame
+from perception.lane_lines import fit_lane_boundaries
 from sim_bridge.behaviour_env import (
     ACTIONS,
     OBSERVATION_SIZE,
@@ -21,6 +23,7 @@ from sim_bridge.behaviour_env import (
     in_path_cap,
     observation,
 )
+from sim_bridge.behaviour_perception import EGO_LENGTH_M, SceneMemory, scene_from_perception
 from sim_bridge.behaviour_policy import (
     PolicyFileError,
     RulePolicy,
@@ -28,6 +31,7 @@ from sim_bridge.behaviour_policy import (
     q_network,
     save_policy,
 )
+from sim_bridge.metadrive_sim import REAR_AXLE_M
 from tests.synthetic_road import SIM_CAMERA, Car, Road, RoadCamera, straight_centre
 
 CRUISE = PlannerConfig().cruise_speed_mps
@@ -137,3 +141,66 @@ def test_cli_refuses_a_bad_policy_with_exit_2(tmp_path, capsys) -> None:
     assert err.count("\n") == 0 and "not a behaviour policy's JSON" in err
     assert main(["behaviour", "evaluate", "--policy", str(bad), "--traffic", "1.5"]) == 2
     assert "must be in [0, 1]" in capsys.readouterr().err
+
+
+def perceived(road: Road, speed: float, memory: SceneMemory, image: np.ndarray | None = None
+              ) -> Scene:
+    """A synthetic frame through our Planner (lanes and road users placed as when it drives),
+    then mapped to the behaviour layer's scene."""
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width, result.height)
+    Planner(SIM_CAMERA).step(result, 0.0, speed)
+    image = np.full((360, 640, 3), 128, np.uint8) if image is None else image
+    return scene_from_perception(result, image, SIM_CAMERA, speed, memory)
+
+
+def test_perception_scene_has_the_lanes_and_the_road_users_per_lane() -> None:
+    road = Road(straight_centre(), lane_width=3.6, lanes_left=1, lanes_right=1,
+                cars=[Car(30.0, 0.0), Car(20.0, 3.6)])
+    memory = SceneMemory()
+    seen = perceived(road, 10.0, memory)
+    assert seen.speed_mps == 10.0  # the speedometer's
+    assert seen.lane_width_m == pytest.approx(3.6, abs=0.3)
+    assert seen.offset_m == pytest.approx(0.0, abs=0.2)
+    assert seen.lane_left and seen.lane_right
+    left, ego, right = seen.leads
+    assert right is None
+    # bumper gaps: the car's rear edge less the ego's front (rear axle + half its length)
+    front = REAR_AXLE_M + EGO_LENGTH_M / 2
+    assert ego.gap_m == pytest.approx(30.0 - front, rel=0.15)
+    assert left.gap_m == pytest.approx(20.0 - front, rel=0.15)
+    assert ego.speed_mps == left.speed_mps == 10.0  # first sight: not closing
+    # half a second later both gaps are 2 m shorter: closing at 4 m/s
+    road = Road(straight_centre(), lane_width=3.6, lanes_left=1, lanes_right=1,
+                cars=[Car(28.0, 0.0), Car(18.0, 3.6)])
+    later = perceived(road, 10.0, memory)
+    assert later.leads[1].speed_mps == pytest.approx(6.0, abs=1.5)
+    assert later.leads[0].speed_mps == pytest.approx(6.0, abs=1.5)
+    obs = observation(later)
+    assert obs.shape == (OBSERVATION_SIZE,) and obs[8] == pytest.approx(0.4, abs=0.15)
+
+
+def test_perception_scene_without_lanes_beside_or_across_a_yellow_line() -> None:
+    road = Road(straight_centre(), lane_width=3.6, lanes_left=1)
+    memory = SceneMemory()
+    seen = perceived(road, 5.0, memory)
+    assert seen.lane_left and not seen.lane_right and seen.leads == (None, None, None)
+    result = RoadCamera(road).observe(0.0, 0.0, 0.0, timestamp=0.0)
+    result.lane_boundaries = fit_lane_boundaries(result.lanes, result.width, result.height)
+    image = np.full((360, 640, 3), 128, np.uint8)
+    for boundary in result.lane_boundaries:
+        if boundary.position == "ego_left":  # paint it yellow (BGR)
+            for u, v in boundary.image_points:
+                image[int(round(v)), int(round(u))] = (0, 200, 230)
+    Planner(SIM_CAMERA).step(result, 0.0, 5.0)
+    assert not scene_from_perception(result, image, SIM_CAMERA, 5.0, SceneMemory()).lane_left
+
+
+def test_cli_refuses_bad_observe_and_route_with_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["behaviour", "evaluate", "--observe", "eyes"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'eyes'" in capsys.readouterr().err
+    assert main(["behaviour", "evaluate", "--route-m", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--route-m -1: must be > 0" in err

@@ -1,6 +1,7 @@
 """The behaviour layer in MetaDrive's environment (with the [behaviour] extra): one short
-evaluation of the committed DQN and the rules on a held-out seed, the DQN in the camera loop,
-and the refusals that need MetaDrive. Runs MetaDrive's Python like tests/test_metadrive.py."""
+evaluation of the committed DQN and the rules on a held-out seed (seeing ground truth, and
+seeing our perception), the DQN in the camera loop, and the refusals that need MetaDrive.
+Runs MetaDrive's Python like tests/test_metadrive.py."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def test_evaluate_scores_the_dqn_and_the_rules_on_the_same_seed(tmp_path) -> Non
         assert scores["mean_speed_mps"] > 0.5 and scores["route_completion"] > 0.05
         assert scores["lane_changes_per_km"] >= 0 and scores["hard_brakes_per_km"] >= 0
     assert report["rules"]["lane_changes_per_km"] == 0  # the rules keep their lane
+
+
+@pytest.mark.slow
+def test_evaluate_with_our_perception_as_the_policies_eyes(tmp_path) -> None:
+    out = tmp_path / "eval.json"
+    done = perception("behaviour", "evaluate", "--policy", str(POLICY), "--episodes", "1",
+                      "--seeds", "100000", "--observe", "perception", "--route-m", "8",
+                      "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["observe"] == "perception" and report["camera"] == "320x180,60"
+    assert report["frames_with_ego_lane"] > 0.5  # MetaDrive's lane lines are found
+    for name in ("dqn", "rules"):
+        assert report[name]["episodes"][0]["distance_m"] >= 8.0
+        assert report[name]["collision_rate"] == 0.0
 
 
 @pytest.mark.slow
