@@ -24,7 +24,7 @@ from perception.errors import PerceptionError
 
 OUR_PACKAGES = ("perception", "models", "serving", "sim_bridge")
 OPENCV_PIXEL_BACKSTOP = 1 << 28  # 16384 x 16384; OpenCV's own default is 1 << 30
-STOPPED_BY_SIGTERM = {"run", "replay", "record"}  # serve handles its own signals
+STOPPED_BY_SIGTERM = {"run", "replay", "record", "sim"}  # serve handles its own signals
 
 
 def _run() -> ModuleType:

@@ -143,9 +143,12 @@ def test_follows_a_slower_lead_car_without_crashing_and_always_closes() -> None:
 
 
 @needs_metadrive
-def test_ctrl_c_ends_the_drive_with_complete_outputs_and_closes_metadrive(tmp_path) -> None:
-    """SIGINT while the car drives: exit 130, MetaDrive closed, and the run's --json and --out
-    complete (the steps so far), with no partial file left beside them."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_drive_with_complete_outputs_and_closes_metadrive(tmp_path,
+                                                                          stop) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (a process manager) while the car drives: exit 130,
+    MetaDrive closed, and the run's --json and --out complete (the steps so far), with no
+    partial file left beside them."""
     out, summary, camera = tmp_path / "run.mcap", tmp_path / "run.json", tmp_path / "cam.yaml"
     arguments = ("--map", "S", "--traffic", "0", "--ticks", "100000", "--camera", "96x54",
                  "--perception", "ground-truth", "--out", str(out), "--json", str(summary),
@@ -157,7 +160,7 @@ def test_ctrl_c_ends_the_drive_with_complete_outputs_and_closes_metadrive(tmp_pa
         while not camera.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)  # the camera file is written once MetaDrive runs, before the loop
         time.sleep(3.0)  # a few steps into the drive
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
