@@ -357,15 +357,19 @@ def read_camvid_road(folder: Path) -> list[Record]:
             for image in _images(folder / "images")]
 
 
+def comma10k_route(image: Path) -> str:
+    """The drive of a comma10k frame `<n>_<route>_<segment>_<frame>.png`: its route's id."""
+    parts = image.stem.split("_")
+    return parts[1] if len(parts) > 1 else image.stem
+
+
 def read_comma10k(folder: Path) -> list[Record]:
     """comma10k: `imgs/<n>_<route>_<segment>_<frame>.png` with `masks/<same>.png` (MANIFEST
     6.3); one source per route (a drive)."""
     records = []
     for image in _images(folder / "imgs"):
-        parts = image.stem.split("_")
-        route = parts[1] if len(parts) > 1 else image.stem
         label = folder / "masks" / image.name
-        records.append(Record(image, f"comma10k/{route}",
+        records.append(Record(image, f"comma10k/{comma10k_route(image)}",
                               drivable=_label(label, COMMA10K_RULES["drivable"], image),
                               lanes=Mask(label, COMMA10K_RULES["lanes"]),
                               hood=Mask(label, COMMA10K_RULES["hood"]),

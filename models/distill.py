@@ -36,7 +36,7 @@ from ensemble_boxes import weighted_boxes_fusion
 from tqdm import tqdm
 
 from models import data as readers
-from models.data import DataError, Record, detection_arrays, load_arrays
+from models.data import DataError, Record, comma10k_route, detection_arrays, load_arrays
 from models.picodet import PicoDet
 from models.picodet import default_path as picodet_path
 from perception.driving.camera import CameraError, fit_to_frame, load_camera
@@ -55,7 +55,9 @@ FUSED_SCORE = 0.2  # kept after fusion (the mean over the 4 passes: absent passe
 CAMERAS = Path(__file__).resolve().parents[1] / "perception" / "cameras"
 HOOD_CAMERAS = {"bdd/": CAMERAS / "bdd100k_1280x720.yaml"}  # source prefix -> its hood
 
-# (glob under the drives folder, source id; "{stem}" = one source per file, split)
+# (glob under the drives folder, source id, split). "{stem}": one source per file; "{route}":
+# a comma10k frame's drive. The ids are the labelled readers' own (models/data.py), so that
+# `perception train` drops a held-out frame whichever folder it comes through.
 SOURCES: list[tuple[str, str, str]] = [
     ("unlabeled/camvid_cambridge/0016E5_*.jpg", "camvid/0016E5", "train"),
     ("unlabeled/nuscenes_boston/*.jpg", "nuscenes/boston", "train"),
@@ -67,14 +69,14 @@ SOURCES: list[tuple[str, str, str]] = [
     ("labeled/kitti_object_cropped/image_2/00001[01].png", "kitti/{stem}", "train"),
     ("unlabeled/bdd100k_more/*/*.jpg", "bdd/more_{stem}", "train"),
     ("unlabeled/kitti_raw_2011_09_26/*.jpg", "kitti_raw/2011_09_26", "train"),
-    ("labeled/comma10k/imgs/000[0-2456]_*.png", "comma10k/{stem}", "train"),
+    ("labeled/comma10k/imgs/000[0-2456]_*.png", "comma10k/{route}", "train"),
     # Held out: whole drives/videos, and every frame with ground truth we evaluate on.
     ("unlabeled/camvid_cambridge/0006R0_*.jpg", "camvid/0006R0", "val"),
     ("labeled/camvid_road/images/*.png", "camvid/Seq05VD", "val"),
     ("labeled/camvid_seq05vd_more/images/*.jpg", "camvid/Seq05VD", "val"),
     ("labeled/bdd100k_val_drivable/images/*.jpg", "bdd/{stem}", "val"),
-    ("labeled/comma10k/imgs/000[3789]_*.png", "comma10k/{stem}", "val"),
-    ("labeled/comma10k/imgs/0010_*.png", "comma10k/{stem}", "val"),
+    ("labeled/comma10k/imgs/000[3789]_*.png", "comma10k/{route}", "val"),
+    ("labeled/comma10k/imgs/0010_*.png", "comma10k/{route}", "val"),
     ("udacity_lanelines_p1/*.jpg", "udacity/p1", "val"),
     ("udacity_lanelines_p1/*.mp4", "udacity/p1", "val"),
     ("bdd100k_frames/yolop/*.jpg", "bdd/{stem}", "val"),
@@ -112,7 +114,7 @@ def plan(drives: Path, video_step: int = 4) -> list[FrameRef]:
     frames: list[FrameRef] = []
     for pattern, source, split in SOURCES:
         for path in sorted(drives.glob(pattern)):
-            name = source.format(stem=path.stem)
+            name = source.format(stem=path.stem, route=comma10k_route(path))
             if path.suffix == ".mp4":
                 frames += [FrameRef(path, name, split, i)
                            for i in range(0, video_length(path), video_step)]

@@ -24,6 +24,7 @@ from models.data import (
     read_bdd,
     read_camvid_road,
     read_kitti,
+    read_labelled,
     read_sim_recording,
 )
 from models.distill import distill, plan
@@ -83,6 +84,21 @@ def test_distilled_split_by_source_and_cached(distilled: Path, tiny_drives: Path
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
     refs = plan(tiny_drives)
     assert len({(r.source, r.split) for r in refs}) == len({r.source for r in refs})
+
+
+@pytest.mark.parametrize("folder", ["comma10k", "kitti_object_cropped", "camvid_road",
+                                    "camvid_seq05vd_more", "bdd100k_val_drivable", "kitti_road",
+                                    "tusimple/sample_512x288", "tusimple/lanenet_examples"])
+def test_distilled_sources_are_the_labelled_readers_sources(drives: Path, folder: str) -> None:
+    """A frame has one source id whichever way it is read, so `perception train --labelled`
+    drops every frame of a held-out source (comma10k once leaked: one id per file in the
+    distilled folder, one per route in its reader)."""
+    planned = {ref.path.resolve(): ref for ref in plan(drives)}
+    records = read_labelled(drives / "labeled" / folder)
+    matched = [(record.source, planned[record.image.resolve()].source) for record in records
+               if record.image.resolve() in planned]
+    assert matched, f"no frame of {folder} is distilled"
+    assert all(read == distilled for read, distilled in matched), matched
 
 
 def test_augment_keeps_boxes_masks_and_lanes_together() -> None:
