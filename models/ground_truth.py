@@ -12,6 +12,10 @@ preprocessing, score threshold and NMS. Sets are scored side by side on the same
 - the hood: predicted drivable pixels and boxes on our own car (`HOOD_BOX_FRACTION` of a box
   inside it), where it is known: comma10k's "my car" class, or `--camera` with a hood polygon.
 
+`--held-out-from DISTILLED` keeps only the frames of sources that distilled folder does not
+train on, so a model is scored on roads it never saw (frames are matched by source id, the
+drive or sequence, as `perception train` matches them).
+
 Rows are per dataset and condition (day, dusk, night, rain where the data states it) and per
 dataset over all conditions. Every folder is read before a model loads; a label that does not
 fit its frame (size, palette) stops the run with one line and nothing written. Needs no torch.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +35,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models.data import DataError, Record, Sample, detection_arrays, load, read_labelled
+from models.data import (
+    DataError,
+    Record,
+    Sample,
+    detection_arrays,
+    distilled_index,
+    load,
+    read_labelled,
+)
 from models.metrics import BoxCounts, MaskIoU
 from perception.driving.camera import CameraModel, fit_to_frame, load_camera
 from perception.driving.hood import HOOD_BOX_FRACTION, hood_box_fraction, hood_mask
@@ -142,6 +155,19 @@ def format_table(table: dict[str, dict[str, dict[str, dict]]], names: list[str])
     return "\n".join(lines)
 
 
+def held_out(records: list[Record], distilled: Path) -> list[Record]:
+    """The records of sources a distilled folder never trains on (`perception train` drops
+    its validation sources from every labelled set too)."""
+    trained = {frame["source"] for frame in distilled_index(distilled)
+               if frame["split"] == "train"}
+    kept = [record for record in records if record.source not in trained]
+    if not kept:
+        raise DataError(f"--held-out-from {distilled}: every frame given is of a source it "
+                        "trains on; nothing is left to score")
+    print(f"held out from {distilled}: {len(kept)} of {len(records)} frames", file=sys.stderr)
+    return kept
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", action="append", required=True, metavar="M[,M2]",
                         help="one model set (comma-separated zoo names or .onnx/.yaml files); "
@@ -153,12 +179,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", type=Path, metavar="CAMERA.yaml",
                         help="a camera file whose hood polygon marks the hood in frames "
                              "without a hood label")
+    parser.add_argument("--held-out-from", type=Path, metavar="DISTILLED",
+                        help="score only frames of sources this distilled folder does not "
+                             "train on (its validation sources, and sources it lacks)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
 
 
 def main(args: argparse.Namespace) -> int:
     camera = load_camera(args.camera) if args.camera else None
     records = [record for folder in args.data for record in read_labelled(folder)]
+    if args.held_out_from:
+        records = held_out(records, args.held_out_from)
     if len(set(args.models)) != len(args.models):
         raise DataError("--models: the same model set is given twice")
     resolved = {text: [resolve(name) for name in model_names(text)] for text in args.models}
@@ -175,8 +206,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from models.command import standalone
 
     sys.exit(standalone("evaluate", add_arguments, main, __doc__))

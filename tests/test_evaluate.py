@@ -122,3 +122,33 @@ def test_unknown_layout_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["evaluate", "--models", "multitask-lite", "--data",
                      str(tmp_path / "frames")]) == 2
     assert "not a labelled folder of a known layout" in capsys.readouterr().err
+
+
+def test_held_out_from_scores_only_sources_a_distilled_folder_does_not_train_on(
+        comma10k: Path, kitti: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    distilled = tmp_path / "distilled"
+    distilled.mkdir()
+    trained = ["comma10k/a23b0de0bc12dcba", "kitti/000012"]  # the night frame, one KITTI frame
+    frames = [{"source": source, "split": "train"} for source in trained]
+    (distilled / "index.json").write_text(json.dumps(
+        {"frames": [*frames, {"source": "kitti/000015", "split": "val"}]}))
+    out = tmp_path / "figures.json"
+    assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(comma10k),
+                     str(kitti), "--held-out-from", str(distilled), "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    assert set(table["comma10k"]) == {"day", "all"}
+    assert table["comma10k"]["all"]["multitask-lite"]["frames"] == 1
+    assert table["kitti"]["all"]["multitask-lite"]["frames"] == 1
+    assert "2 of 4 frames" in capsys.readouterr().err
+
+    (distilled / "index.json").write_text(json.dumps({"frames": frames}))
+    assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(kitti),
+                     "--held-out-from", str(distilled)]) == 0  # 000015 is in neither split
+    assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(comma10k),
+                     "--held-out-from", str(comma10k)]) == 2
+    assert "no index.json" in capsys.readouterr().err
+    every = [{"source": "comma10k/e8e95b54ed6116a6", "split": "train"}, *frames]
+    (distilled / "index.json").write_text(json.dumps({"frames": every}))
+    assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(comma10k),
+                     "--held-out-from", str(distilled)]) == 2
+    assert "nothing is left to score" in capsys.readouterr().err
