@@ -9,6 +9,7 @@ before any weight is used: a checkpoint of another network is refused with its n
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,8 +29,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, temp)
 
 
-def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
-    """A checkpoint's state, checked to be ours (and of `config`, when given)."""
+def load_checkpoint(path: Path, config: NetConfig | None = None, any_size: bool = False) -> dict:
+    """A checkpoint's state, checked to be ours (and of `config`, when given). With
+    `any_size`, only the layers must match: the network is fully convolutional, so weights
+    trained at one input size fine-tune at another."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -51,6 +54,8 @@ def load_checkpoint(path: Path, config: NetConfig | None = None) -> dict:
     except (KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{path}: holds no usable network configuration ({error})") \
             from error
+    if any_size and config is not None:
+        found_config = replace(found_config, width=config.width, height=config.height)
     if config is not None and found_config != config:
         raise CheckpointError(f"{path}: was trained with {state['config']}, which differs "
                               f"from this run's {config.to_dict()}")

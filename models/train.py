@@ -311,7 +311,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     elif args.init:  # fine-tune: weights from another run, fresh optimizer and schedule
-        net.load_state_dict(build_net(load_checkpoint(args.init, config)).state_dict())
+        initial = load_checkpoint(args.init, config, any_size=True)
+        net.load_state_dict(build_net(initial).state_dict())
         ema.module.load_state_dict(net.state_dict())
     if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
@@ -403,7 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
     parser.add_argument("--resume", action="store_true", help="continue <out>/last.pt")
     parser.add_argument("--init", type=Path,
-                        help="start from a checkpoint's (EMA) weights: fine-tune, new schedule")
+                        help="start from a checkpoint's (EMA) weights: fine-tune, new schedule; "
+                             "its input size may differ (the layers must match)")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)

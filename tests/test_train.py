@@ -192,6 +192,17 @@ def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Pat
     with pytest.raises(CheckpointError, match="differs"):
         from models.net import NetConfig
         load_checkpoint(other / "last.pt", NetConfig(width=128, height=64))
+    # fine-tuning at another input size takes the weights (a fully convolutional network) ...
+    larger = ["--width", "128", "--height", "64", *TINY[4:]]
+    assert train_cli("--data", str(distilled), "--out", str(tmp_path / "larger"), "--steps",
+                     "1", "--init", str(other / "last.pt"), *larger) == 0
+    # ... but not into other layers
+    state = torch.load(other / "last.pt", weights_only=True)
+    state["config"]["neck"] = 64
+    torch.save(state, tmp_path / "narrow.pt")
+    assert train_cli("--data", str(distilled), "--out", str(tmp_path / "narrow"), "--steps",
+                     "1", "--init", str(tmp_path / "narrow.pt"), *larger) == 2
+    assert "differs" in capsys.readouterr().err
 
 
 def test_arguments_parse() -> None:
