@@ -4,9 +4,11 @@ Every random choice comes from the `numpy.random.Generator` passed in, so a run 
 from its seed. Geometry (crop-and-scale, horizontal flip) is applied to the image, the masks and
 the boxes together; photometric changes touch the image alone: colour, contrast, and what
 breaks a day-trained model, each with its own probability: night (lower exposure, gamma,
-sensor noise, a colour temperature shift, headlight glare), rain (streaks, a veil, blur) and
-motion blur. Flipping mirrors lane lines with the road, so left/right stay consistent without
-any lane bookkeeping.
+sensor noise, a colour temperature shift, headlight and street-light glare), rain (streaks, a
+veil, blur) and motion blur. A synthetic hood (`hood`) covers the bottom of some frames, with
+no drivable area and no lane line on it: most training drives show no hood, and a student
+that never saw one paints it as road. Flipping mirrors lane lines with the road, so left/right
+stay consistent without any lane bookkeeping.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Augment:
     night: float = 0.25  # probability of the low-light chain (`night`)
     rain: float = 0.1  # probability of rain streaks and a veil (`rain`)
     motion_blur: float = 0.1  # probability of a horizontal or vertical motion blur
+    hood: float = 0.3  # probability of a synthetic hood over the bottom of the frame
 
 
 def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
@@ -98,7 +101,7 @@ def night(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     for _ in range(int(rng.integers(0, 4))):
-        cx, cy = rng.uniform(0, width), rng.uniform(0.3 * height, 0.8 * height)
+        cx, cy = rng.uniform(0, width), rng.uniform(0.05 * height, 0.8 * height)
         radius = rng.uniform(0.01, 0.06) * width
         glow = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius ** 2))
         pixels += glow[..., None] * rng.uniform(0.5, 1.2)
@@ -142,6 +145,45 @@ def weather(image: np.ndarray, rng: np.random.Generator, config: Augment) -> np.
     return image
 
 
+HOOD_COLOURS = np.array([[20, 20, 20], [60, 60, 60], [150, 150, 150], [225, 225, 225],
+                         [40, 40, 160], [120, 60, 20], [30, 70, 40]], np.float32)  # BGR paints
+
+
+def hood(sample: Sample, rng: np.random.Generator) -> Sample:
+    """Our own car's bonnet over the bottom 6-25 % of the frame: a convex top edge, paint of a
+    random colour reflecting the scene above it (mirrored, blurred), a soft highlight. The
+    drivable area and lane lines under it are cleared, and boxes mostly under it dropped."""
+    image = sample.image
+    height, width = image.shape[:2]
+    rise = rng.uniform(0.06, 0.25) * height  # the hood's height at its highest point
+    droop = rng.uniform(0.0, 0.6) * rise  # how much lower its top edge is at the frame sides
+    centre = rng.uniform(0.3, 0.7) * width
+    xs = np.arange(width, dtype=np.float32)
+    top = height - rise + droop * ((xs - centre) / max(centre, width - centre)) ** 2
+    under = np.arange(height, dtype=np.float32)[:, None] >= top[None, :]
+    first = int(top.min())
+    reflection = cv2.GaussianBlur(image[max(0, 2 * first - height):first][::-1], (0, 0), 3)
+    body = np.zeros_like(image, dtype=np.float32)
+    body[first:first + len(reflection)] = reflection
+    paint = HOOD_COLOURS[rng.integers(len(HOOD_COLOURS))] * rng.uniform(0.6, 1.2)
+    gloss = rng.uniform(0.1, 0.45)
+    shade = np.linspace(1.0, rng.uniform(0.4, 0.9), height, dtype=np.float32)[:, None, None]
+    hood_pixels = ((1 - gloss) * paint + gloss * body) * shade
+    out = image.astype(np.float32)
+    out[under] = hood_pixels[under]
+    drivable = None if sample.drivable is None else np.where(under, 0, sample.drivable)
+    lanes = None if sample.lanes is None else np.where(under, 0, sample.lanes)
+    boxes, classes = sample.boxes, sample.classes
+    if boxes is not None and len(boxes):
+        covered = np.array([under[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))].mean()
+                            if x2 - x1 >= 1 and y2 - y1 >= 1 else 0.0
+                            for x1, y1, x2, y2 in boxes])
+        boxes, classes = boxes[covered <= 0.5], classes[covered <= 0.5]
+    return Sample(np.clip(out, 0, 255).astype(np.uint8), boxes, classes,
+                  None if drivable is None else drivable.astype(sample.drivable.dtype),
+                  None if lanes is None else lanes.astype(sample.lanes.dtype))
+
+
 def augment(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
             config: Augment = Augment()) -> Sample:
     """A random crop (keeping the frame's aspect within 20 %), flip and colour change."""
@@ -152,5 +194,7 @@ def augment(sample: Sample, size: tuple[int, int], rng: np.random.Generator,
     x = rng.uniform(0, width - crop_w)
     y = rng.uniform(0, height - crop_h)
     out = crop_and_resize(sample, (x, y, crop_w, crop_h), size, flip=rng.random() < config.flip)
+    if rng.random() < config.hood:
+        out = hood(out, rng)
     out.image = weather(photometric(out.image, rng, config), rng, config)
     return out

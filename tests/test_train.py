@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.augment import augment, crop_and_resize
+from models.augment import Augment, augment, crop_and_resize, hood
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import (
     CLASS_ID,
@@ -31,6 +31,7 @@ from models.distill import distill, plan
 from models.train import add_arguments
 from perception.cli import main as cli_main
 
+NO_HOOD = Augment(hood=0.0)  # geometry alone: the hood clears masks, not boxes
 TINY = ["--width", "96", "--height", "64", "--batch", "2", "--workers", "0"]
 
 
@@ -108,8 +109,8 @@ def test_augment_keeps_boxes_masks_and_lanes_together() -> None:
     sample = Sample(image, np.array([[100, 30, 140, 60]], np.float32), np.array([2]),
                     mask, mask.copy())
     for seed in range(20):
-        out = augment(sample, (96, 64), np.random.default_rng(seed))
-        again = augment(sample, (96, 64), np.random.default_rng(seed))
+        out = augment(sample, (96, 64), np.random.default_rng(seed), NO_HOOD)
+        again = augment(sample, (96, 64), np.random.default_rng(seed), NO_HOOD)
         assert np.array_equal(out.image, again.image)  # seedable
         ys, xs = np.nonzero(out.drivable)
         if len(out.boxes) == 0:
@@ -121,6 +122,22 @@ def test_augment_keeps_boxes_masks_and_lanes_together() -> None:
         assert abs(ys.min() - y1) <= 1.5 and abs(ys.max() + 1 - y2) <= 1.5
     flipped = crop_and_resize(sample, (0, 0, 160, 90), (160, 90), flip=True)
     assert flipped.boxes[0].tolist() == [20, 30, 60, 60] and flipped.drivable[30:60, 20:60].all()
+
+
+def test_synthetic_hood_clears_the_road_under_it() -> None:
+    image = np.full((90, 160, 3), 128, np.uint8)
+    road = np.zeros((90, 160), np.uint8)
+    road[40:, :] = 1
+    boxes = np.array([[10, 10, 40, 30], [60, 75, 100, 90]], np.float32)  # far car; one on the hood
+    sample = Sample(image, boxes, np.array([2, 0]), road, road.copy())
+    for seed in range(20):
+        out = hood(sample, np.random.default_rng(seed))
+        covered = np.any(out.image != 128, axis=2)
+        assert covered[-1].all() and not covered[:90 - 26].any()  # the bottom 6-25 %
+        assert not out.drivable[covered].any() and not out.lanes[covered].any()
+        assert out.drivable[40:][~covered[40:]].all()  # the road above the hood stays
+        assert out.boxes.tolist()[0] == [10, 10, 40, 30] and len(out.boxes) in (1, 2)
+        assert len(out.boxes) == 1 or covered[75:, 60:100].mean() <= 0.5
 
 
 def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) -> None:
