@@ -28,7 +28,7 @@ from tqdm import tqdm
 from models import data as readers
 from models.data import DataError, Record, load
 from models.distill import TEACHERS, FrameRef, read_frames
-from models.metrics import BoxAP, MaskIoU
+from models.metrics import BoxAP, BoxCounts, MaskIoU
 from perception.decode import nms
 from perception.frames import Frame
 from perception.inference import OnnxModel
@@ -74,6 +74,9 @@ def agreement(students: list[Student], folder: Path, frames: list[dict]
     """Student vs the teachers' cached labels on `frames`, validation entries of the index of
     the distilled `folder`."""
     scores = {s.name: (MaskIoU(), MaskIoU(), BoxAP()) for s in students}
+    # the issue's per-frame floor and the boxes as users get them (the spec's threshold)
+    worst = {s.name: 1.0 for s in students}
+    counts = {s.name: BoxCounts() for s in students}
     for start in tqdm(range(0, len(frames), 16), desc="agreement", unit="batch"):
         chunk = frames[start:start + 16]
         images = read_frames([FrameRef(Path(f["origin"]), f["source"], "val", f["frame"])
@@ -90,11 +93,21 @@ def agreement(students: list[Student], folder: Path, frames: list[dict]
             for student in students:
                 boxes, box_scores, classes, drivable_p, lanes_p = student(image)
                 drivable_iou, lane_iou, box_ap = scores[student.name]
-                drivable_iou.add(at_size(drivable_p, mask_size), drivable)
+                predicted = at_size(drivable_p, mask_size)
+                drivable_iou.add(predicted, drivable)
+                frame_iou = MaskIoU()
+                frame_iou.add(predicted, drivable)
+                if frame_iou.union:
+                    worst[student.name] = min(worst[student.name], frame_iou.value)
+                shown = box_scores >= student.spec.score_threshold
+                counts[student.name].add(boxes[shown], box_scores[shown], classes[shown],
+                                         true_boxes, true_classes)
                 lane_iou.add(at_size(lanes_p, mask_size), lanes)
                 box_ap.add(boxes, box_scores, classes, true_boxes, true_classes)
-    return {name: {"frames": len(frames), "drivable_iou": d.value, "lane_iou": lane.value,
-                   "box_map50": ap.mean(), **{f"box_ap50_{k}": v for k, v in ap.values().items()}}
+    return {name: {"frames": len(frames), "drivable_iou": d.value,
+                   "drivable_iou_min_frame": worst[name], "lane_iou": lane.value,
+                   "box_map50": ap.mean(), **{f"box_ap50_{k}": v for k, v in ap.values().items()},
+                   "box_f1": counts[name].values().get("all", {}).get("f1", float("nan"))}
             for name, (d, lane, ap) in scores.items()}
 
 

@@ -343,3 +343,19 @@ def test_bad_training_labels_and_empty_splits_are_refused(distilled: Path, drive
     assert train_cli("--data", str(only_val), "--out", str(tmp_path / "r3"), *TINY) == 2
     assert "no frame in split 'train'" in capsys.readouterr().err
     assert not any((tmp_path / run).exists() for run in ("r1", "r2", "r3"))
+
+
+def test_agreement_with_the_teachers_scores_the_held_out_frames(distilled: Path) -> None:
+    """The model card's agreement figures (`python -m models.evaluate`) on the shipped model:
+    pooled and worst-frame drivable IoU, lane IoU, box AP and F1 at the shipped threshold."""
+    from models.evaluate import Student, agreement
+    from perception.zoo.registry import embedded
+
+    frames = [f for f in json.loads((distilled / "index.json").read_text())["frames"]
+              if f["split"] == "val"]
+    student = Student(embedded()["multitask-lite"])
+    figures = agreement([student], distilled, frames)[student.name]
+    assert figures["frames"] == len(frames) >= 2
+    assert 0.3 < figures["drivable_iou_min_frame"] <= figures["drivable_iou"] <= 1
+    assert 0 <= figures["lane_iou"] <= 1 and 0 <= figures["box_map50"] <= 1
+    assert 0 <= figures["box_f1"] <= 1 or np.isnan(figures["box_f1"])
