@@ -29,7 +29,7 @@ import torch
 from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.data import DataError, distilled_index
 from models.net import Deployed, MultiTaskNet
-from models.spec import metadata_props, model_spec
+from models.spec import DEFAULT_SCORE_THRESHOLD, metadata_props, model_spec
 from perception.errors import PerceptionError
 from perception.frames import IMAGE_SUFFIXES, read_image
 from perception.logs.files import atomic_output, make_folder, writable
@@ -151,9 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch", action="store_true",
                         help="also write <stem>.pt: the weights alone, for models.torch_runtime")
     parser.add_argument("--licence", default="", help="licence line stored in the metadata")
+    parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD,
+                        help="the boxes' score threshold users get, stored in the spec; "
+                             "choose it on a validation split (models/evaluate.py)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if not 0 < args.score_threshold < 1:
+        raise PerceptionError(f"--score-threshold {args.score_threshold}: must be in (0, 1)")
     if args.calibration_frames < 1:
         raise PerceptionError("--calibration-frames must be at least 1")
     if args.int8 and args.calibration is None:
@@ -170,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
                               "was exported")
     net = build_net(state, args.weights)
     frames = calibration_files(args.calibration, args.calibration_frames) if args.int8 else []
-    spec = model_spec(net, args.out.name, args.licence)
+    spec = model_spec(net, args.out.name, args.licence, score_threshold=args.score_threshold)
     export_onnx(net, args.out, spec)
     print(f"{args.out}: fp32, max |torch - onnxruntime| = {parity(net, args.out):.2e}")
     if args.fp16:
@@ -180,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     if args.torch:
         weights = args.out.with_suffix(".pt")
         save_checkpoint(weights, {key: state[key] for key in ("architecture", "config", "step")}
-                        | {"ema": net.state_dict()})
+                        | {"ema": net.state_dict(), "score_threshold": args.score_threshold})
         print(f"{weights}: weights for the PyTorch path")
     if args.int8:
         int8 = args.out.with_suffix(".int8.onnx")

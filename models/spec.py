@@ -15,14 +15,17 @@ from perception.modelspec import SPEC_METADATA_KEY, InputSpec, ModelSpec
 NAME = "multitask-lite"
 
 
-def model_spec(net: MultiTaskNet, file: str = "", licence: str = "", sha256: str = ""
-               ) -> ModelSpec:
+DEFAULT_SCORE_THRESHOLD = 0.3
+
+
+def model_spec(net: MultiTaskNet, file: str = "", licence: str = "", sha256: str = "",
+               score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> ModelSpec:
     config = net.config
     return ModelSpec(
         name=NAME, task="multitask", decoder="multitask",
         input=InputSpec(width=config.width, height=config.height, resize="stretch",
                         color="bgr", scale=1.0 / 255.0, interpolation="linear"),
-        classes=CLASSES, score_threshold=0.3, nms_iou=0.45, file=file, sha256=sha256,
+        classes=CLASSES, score_threshold=score_threshold, nms_iou=0.45, file=file, sha256=sha256,
         licence=licence,
         description="Our multi-task network: road users, drivable area and lane lines in one "
                     "pass, distilled from yolox-nano and twinlitenet",

@@ -25,15 +25,17 @@ import torch
 
 from models.checkpoint import build_net, load_checkpoint, pick_device
 from models.net import Deployed
-from models.spec import metadata_props, model_spec
+from models.spec import DEFAULT_SCORE_THRESHOLD, metadata_props, model_spec
 
 
 class TorchModel:
     def __init__(self, weights: Path, device: str = "auto", half: bool | None = None,
                  cuda_graphs: bool = True, channels_last: bool = True) -> None:
         self.path = Path(weights)
-        net = build_net(load_checkpoint(self.path))
-        self.spec = model_spec(net, self.path.name)
+        state = load_checkpoint(self.path)
+        net = build_net(state)
+        self.spec = model_spec(net, self.path.name, score_threshold=state.get(
+            "score_threshold", DEFAULT_SCORE_THRESHOLD))
         self.metadata = metadata_props(self.spec)
         self.output_names = list(Deployed.output_names)
         self.fixed_batch: int | None = None  # any batch size (one CUDA graph per size seen)

@@ -13,6 +13,7 @@ import torch
 from models.checkpoint import build_net, load_checkpoint, save_checkpoint
 from models.export import parity
 from models.net import ARCHITECTURE, MultiTaskNet, NetConfig
+from models.torch_runtime import TorchModel
 from perception.cli import main as cli_main
 from perception.inference import OnnxModel
 from perception.zoo.registry import spec_from_onnx
@@ -39,7 +40,7 @@ def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> 
     calibration = drives / "udacity_lanelines_p1"
     assert export("--checkpoint", str(checkpoint), "--out", str(out), "--fp16", "--int8",
                   "--torch", "--calibration", str(calibration),
-                  "--calibration-frames", "4") == 0
+                  "--calibration-frames", "4", "--score-threshold", "0.4") == 0
     model = onnx.load(str(out))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
@@ -51,11 +52,13 @@ def test_export_all_variants(checkpoint: Path, drives: Path, tmp_path: Path) -> 
         runtime = OnnxModel(tmp_path / variant, providers=["CPUExecutionProvider"], threads=1)
         spec, _ = spec_from_onnx(tmp_path / variant)
         assert spec.decoder == "multitask" and spec.file == variant
+        assert spec.score_threshold == 0.4  # the threshold chosen at export travels along
         outputs = runtime.run(batch)
         assert [o.shape for o in outputs] == [r.shape for r in reference]
         assert np.abs(outputs[1] - reference[1]).mean() < 0.1  # drivable probabilities
     assert (tmp_path / "lite.int8.onnx").stat().st_size < out.stat().st_size
     assert load_checkpoint(tmp_path / "lite.pt")["config"] == CONFIG.to_dict()
+    assert TorchModel(tmp_path / "lite.pt", device="cpu").spec.score_threshold == 0.4
     assert not list(tmp_path.glob("*partial*"))  # no temporary file left (files.py names)
 
 
@@ -71,6 +74,9 @@ def test_export_refuses_a_checkpoint_without_weights(checkpoint: Path, tmp_path:
     assert "no 'ema' weights" in capsys.readouterr().err
     assert export("--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+    assert export("--checkpoint", str(checkpoint), "--out", str(out),
+                  "--score-threshold", "1.5") == 2
+    assert "--score-threshold 1.5: must be in (0, 1)" in capsys.readouterr().err
     for garbage in (b"not a checkpoint", b"PK\x03\x04 not a zip", b"\x80\x02 no pickle"):
         (tmp_path / "garbage.pt").write_bytes(garbage)
         assert export("--checkpoint", str(tmp_path / "garbage.pt"), "--out", str(out)) == 2
