@@ -98,7 +98,7 @@ def shared_frames(drives: Path) -> list[Path]:
 def test_nothing_left_on_the_hood_of_real_frames(drives):
     """The issue's figure: on the shared BDD100K frames, with the default model and the shipped
     camera, 0 drivable pixels and 0 detections inside the hood after drop_hood; before, the
-    model marks the hood drivable on most of them. (The Udacity frames show no hood: their
+    model marks the hood drivable on many of them. (The Udacity frames show no hood: their
     cameras have none.)"""
     frames = shared_frames(drives)
     assert len(frames) == 24
@@ -116,7 +116,9 @@ def test_nothing_left_on_the_hood_of_real_frames(drives):
                                for d in result.detections)
     perceiver.close()
     assert (drivable_after, boxes_after) == (0, 0)
-    assert marked_before >= 18  # 21 of the 24 with the default model
+    # drop_hood has work to do: 14 of the 24 with the default model's v2 (21 with v1, before
+    # it was trained with a synthetic hood)
+    assert marked_before >= 10
     for name in ("udacity_960x540.yaml", "udacity_1280x720.yaml"):
         assert load_camera(CAMERAS / name).hood is None
 
