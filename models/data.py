@@ -399,8 +399,8 @@ def distilled_index(folder: Path) -> list[dict]:
         frames = json.loads(index_path.read_text())["frames"]
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"{index_path}: not a distilled-frames index ({error})") from error
-    if not isinstance(frames, list) or not all(isinstance(f, dict) and "split" in f
-                                                for f in frames):
+    if not isinstance(frames, list) or not all(
+            isinstance(f, dict) and {"split", "source"} <= f.keys() for f in frames):
         raise DataError(f"{index_path}: not a distilled-frames index (frames are not entries)")
     return frames
 

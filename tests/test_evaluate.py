@@ -152,3 +152,7 @@ def test_held_out_from_scores_only_sources_a_distilled_folder_does_not_train_on(
     assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(comma10k),
                      "--held-out-from", str(distilled)]) == 2
     assert "nothing is left to score" in capsys.readouterr().err
+    (distilled / "index.json").write_text(json.dumps({"frames": [{"split": "train"}]}))
+    assert cli_main(["evaluate", "--models", "multitask-lite", "--data", str(comma10k),
+                     "--held-out-from", str(distilled)]) == 2  # an entry without its source
+    assert "not a distilled-frames index" in capsys.readouterr().err
