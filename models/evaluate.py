@@ -45,10 +45,10 @@ EVAL_SCORE = 0.01  # AP needs the whole ranking, not only confident boxes
 class Student:
     """Our ONNX model through the runtime's preprocess -> ONNX Runtime chain."""
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int = 2, name: str | None = None) -> None:
         self.spec, _ = spec_from_onnx(path)
         self.model = OnnxModel(path, providers=["CPUExecutionProvider"], threads=threads)
-        self.name = path.name
+        self.name = name or path.name
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
         """Boxes (frame px), scores, classes, drivable and lane probabilities (input size)."""
@@ -207,7 +207,11 @@ def main(args: argparse.Namespace) -> int:
     val = [f for f in readers.distilled_index(args.distilled) if f["split"] == "val"]
     if not val:
         raise DataError(f"{args.distilled}: no validation frames")
-    students = [Student(path, args.threads) for path in args.model]
+    if len({path.resolve() for path in args.model}) < len(args.model):
+        raise DataError("--model: the same file is given twice")
+    names = [path.name for path in args.model]  # the figures' keys: full paths where names clash
+    students = [Student(path, args.threads, str(path) if names.count(path.name) > 1 else None)
+                for path in args.model]
     perceiver = Perceiver([resolve(name) for name in TEACHERS])
     try:
         figures: dict = {}

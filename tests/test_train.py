@@ -359,3 +359,30 @@ def test_agreement_with_the_teachers_scores_the_held_out_frames(distilled: Path)
     assert 0.3 < figures["drivable_iou_min_frame"] <= figures["drivable_iou"] <= 1
     assert 0 <= figures["lane_iou"] <= 1 and 0 <= figures["box_map50"] <= 1
     assert 0 <= figures["box_f1"] <= 1 or np.isnan(figures["box_f1"])
+
+
+def test_model_card_figures_keep_models_of_one_file_name_apart(distilled: Path,
+                                                               tmp_path: Path) -> None:
+    """Two versions of `multitask_lite.onnx` side by side get a row each (keyed by path), not
+    one row that mixes them; the same file twice is refused."""
+    import argparse
+    import shutil
+
+    from models import evaluate as card
+    from perception.zoo.registry import embedded
+
+    shipped = embedded()["multitask-lite"]
+    other = tmp_path / "previous" / shipped.name
+    other.parent.mkdir()
+    shutil.copy(shipped, other)
+    parser = argparse.ArgumentParser()
+    card.add_arguments(parser)
+    out = tmp_path / "figures.json"
+    common = ["--distilled", str(distilled), "--latency-only", "--latency-frames", "2",
+              "--latency-rounds", "1", "--threads", "1"]
+    assert card.main(parser.parse_args(["--model", str(shipped), "--model", str(other), *common,
+                                   "--json", str(out)])) == 0
+    latency = json.loads(out.read_text())["latency_ms_per_frame"]
+    assert {str(shipped), str(other), "teachers"} == latency.keys()
+    with pytest.raises(DataError, match="same file is given twice"):
+        card.main(parser.parse_args(["--model", str(shipped), "--model", str(shipped), *common]))
