@@ -29,10 +29,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, temp)
 
 
-def load_checkpoint(path: Path, config: NetConfig | None = None, any_size: bool = False) -> dict:
-    """A checkpoint's state, checked to be ours (and of `config`, when given). With
-    `any_size`, only the layers must match: the network is fully convolutional, so weights
-    trained at one input size fine-tune at another."""
+def load_checkpoint(path: Path, config: NetConfig | None = None, grow: bool = False) -> dict:
+    """A checkpoint's state, checked to be ours (and of `config`, when given). With `grow`,
+    it may also be of another input size (the network is fully convolutional) or have fewer
+    `seg_context` blocks than `config` (new blocks start as the identity): weights to
+    fine-tune a `config` network from, with `build_net(state, config=config)`."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -54,22 +55,29 @@ def load_checkpoint(path: Path, config: NetConfig | None = None, any_size: bool 
     except (KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{path}: holds no usable network configuration ({error})") \
             from error
-    if any_size and config is not None:
-        found_config = replace(found_config, width=config.width, height=config.height)
+    if grow and config is not None:
+        blocks = max(found_config.seg_context, config.seg_context)  # never fewer than it has
+        found_config = replace(found_config, width=config.width, height=config.height,
+                               seg_context=blocks)
     if config is not None and found_config != config:
         raise CheckpointError(f"{path}: was trained with {state['config']}, which differs "
                               f"from this run's {config.to_dict()}")
     return state
 
 
-def build_net(state: dict, which: str = "ema") -> MultiTaskNet:
-    """A network with a checkpoint's weights (its EMA weights by default)."""
-    net = MultiTaskNet(NetConfig.from_dict(state["config"]))
+def build_net(state: dict, which: str = "ema", config: NetConfig | None = None) -> MultiTaskNet:
+    """A network with a checkpoint's weights (its EMA weights by default). With `config` (a
+    checkpoint loaded with `grow`), the network is `config`'s: context blocks the checkpoint
+    lacks keep their identity start."""
+    net = MultiTaskNet(config or NetConfig.from_dict(state["config"]))
     try:
-        net.load_state_dict(state[which])
+        missing, unexpected = net.load_state_dict(state[which], strict=config is None)
     except (RuntimeError, KeyError) as error:
         detail = " ".join(str(error).split())[:300]  # PyTorch puts every key on a line
         raise CheckpointError(f"checkpoint weights do not fit the network: {detail}") from error
+    unfit = unexpected + [key for key in missing if not key.startswith("seg_context.")]
+    if unfit:
+        raise CheckpointError(f"checkpoint weights do not fit the network: {unfit[:5]}")
     return net.eval()
 
 

@@ -4,7 +4,8 @@
       -> backbone: a stem and four stages of depthwise-separable blocks (strides 4, 8, 16, 32)
       -> neck: a top-down path that brings the stride-16 and stride-32 context to stride 8
       -> detection head at stride 8: per cell, 4 box distances + objectness + 8 class logits
-      -> segmentation head at stride 4 -> bilinear x4: drivable-area and lane-line logits
+      -> segmentation path: `seg_context` dilated blocks on the stride-8 features (a wider view
+         of the road), then a head at stride 4 -> bilinear x4: drivable-area and lane-line logits
 
 Everything is ReLU, BatchNorm and plain convolutions so that the graph folds, exports to ONNX
 at any opset >= 17 and quantizes to INT8 without surprises. `MultiTaskNet.forward` returns raw
@@ -33,6 +34,7 @@ class NetConfig:
     depths: tuple[int, ...] = (1, 3, 4, 2)  # blocks per stage
     neck: int = 96
     seg: int = 32
+    seg_context: int = 0  # residual blocks, dilation 2, 4, ..., on the segmentation path
     num_classes: int = len(CLASSES)
 
     def to_dict(self) -> dict:
@@ -44,9 +46,10 @@ class NetConfig:
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-            act: bool = True) -> nn.Sequential:
+            act: bool = True, dilation: int = 1) -> nn.Sequential:
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel // 2), dilation, groups,
+                  bias=False),
         nn.BatchNorm2d(cout)]
     if act:
         layers.append(nn.ReLU(inplace=True))
@@ -56,15 +59,24 @@ def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int =
 class SeparableBlock(nn.Module):
     """Depthwise 3x3 (optionally strided) then pointwise 1x1; residual when shapes match."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.depthwise = conv_bn(cin, cin, 3, stride, groups=cin)
+        self.depthwise = conv_bn(cin, cin, 3, stride, groups=cin, dilation=dilation)
         self.pointwise = conv_bn(cin, cout, 1, act=stride != 1 or cin != cout)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pointwise(self.depthwise(x))
         return F.relu(x + y) if self.residual else y
+
+
+def context_block(channels: int, dilation: int) -> SeparableBlock:
+    """A residual block with a dilated depthwise 3x3 whose last BatchNorm starts at zero: it
+    begins as the identity, so a trained network grown by such blocks computes what it did
+    (its inputs are ReLU outputs) and fine-tunes from there."""
+    block = SeparableBlock(channels, channels, dilation=dilation)
+    nn.init.zeros_(block.pointwise[1].weight)
+    return block
 
 
 def stage(cin: int, cout: int, depth: int) -> nn.Sequential:
@@ -94,6 +106,8 @@ class MultiTaskNet(nn.Module):
         self.smooth3, self.smooth2 = SeparableBlock(n, n), SeparableBlock(n, n)
         self.det_tower = nn.Sequential(SeparableBlock(n, n), SeparableBlock(n, n))
         self.det_out = nn.Conv2d(n, 4 + 1 + config.num_classes, 1)
+        self.seg_context = nn.Sequential(*[context_block(n, 2 ** (i + 1))
+                                           for i in range(config.seg_context)])
         self.seg_lateral = conv_bn(c1, s)
         self.seg_reduce = conv_bn(n, s)
         self.seg_tower = nn.Sequential(SeparableBlock(s, s), SeparableBlock(s, s))
@@ -116,8 +130,9 @@ class MultiTaskNet(nn.Module):
         p3 = self.smooth3(self.lateral3(f3) + upsample(p4, f3))
         p2 = self.smooth2(self.lateral2(f2) + upsample(p3, f2))
         det = self.det_out(self.det_tower(p2))
-        s = self.seg_lateral(f1) + F.interpolate(self.seg_reduce(p2), size=f1.shape[-2:],
-                                                 mode="bilinear", align_corners=False)
+        wide = self.seg_reduce(self.seg_context(p2))
+        s = self.seg_lateral(f1) + F.interpolate(wide, size=f1.shape[-2:], mode="bilinear",
+                                                 align_corners=False)
         seg = self.seg_out(self.seg_tower(s))
         seg = F.interpolate(seg, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return det, seg

@@ -284,7 +284,7 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 def train(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(args.seed)
-    config = NetConfig(width=args.width, height=args.height)
+    config = NetConfig(width=args.width, height=args.height, seg_context=args.seg_context)
     size = (config.width, config.height)
     device = pick_device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -311,8 +311,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     elif args.init:  # fine-tune: weights from another run, fresh optimizer and schedule
-        initial = load_checkpoint(args.init, config, any_size=True)
-        net.load_state_dict(build_net(initial).state_dict())
+        initial = load_checkpoint(args.init, config, grow=True)
+        net.load_state_dict(build_net(initial, config=config).state_dict())
         ema.module.load_state_dict(net.state_dict())
     if not args.resume and checkpoint.exists():
         raise CheckpointError(f"{checkpoint} exists: pass --resume to continue that run, or "
@@ -405,7 +405,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue <out>/last.pt")
     parser.add_argument("--init", type=Path,
                         help="start from a checkpoint's (EMA) weights: fine-tune, new schedule; "
-                             "its input size may differ (the layers must match)")
+                             "its input size may differ, and it may have fewer --seg-context "
+                             "blocks (the other layers must match)")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -413,6 +414,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--width", type=int, default=NetConfig.width)
     parser.add_argument("--height", type=int, default=NetConfig.height)
+    parser.add_argument("--seg-context", type=int, default=NetConfig.seg_context,
+                        help="dilated residual blocks on the segmentation path (capacity)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--preload", action="store_true", help="decode all frames up front")
     parser.add_argument("--eval-every", type=int, default=1000)

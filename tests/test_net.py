@@ -30,6 +30,24 @@ def test_one_forward_three_outputs() -> None:
     assert bool((boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all())
 
 
+def test_growing_by_context_blocks_keeps_what_the_network_computes() -> None:
+    from models.checkpoint import build_net
+
+    small = NetConfig(width=96, height=64)
+    net = MultiTaskNet(small).eval()
+    for module in net.modules():  # BatchNorm statistics other than the identity's defaults
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {"config": small.to_dict(), "ema": net.state_dict()}
+    grown = build_net(state, config=NetConfig(width=96, height=64, seg_context=2))
+    assert len(grown.seg_context) == 2
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        for before, after in zip(net(x), grown(x), strict=True):
+            assert torch.equal(before, after)
+
+
 def test_embedded_model_carries_its_spec_and_is_small() -> None:
     onnx_file = EMBEDDED / "multitask_lite.onnx"
     assert onnx_file.stat().st_size <= 5 * 1024 * 1024

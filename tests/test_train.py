@@ -213,7 +213,17 @@ def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Pat
     larger = ["--width", "128", "--height", "64", *TINY[4:]]
     assert train_cli("--data", str(distilled), "--out", str(tmp_path / "larger"), "--steps",
                      "1", "--init", str(other / "last.pt"), *larger) == 0
-    # ... but not into other layers
+    # ... and grows by context blocks that start as the identity ...
+    grown_run = tmp_path / "grown"
+    assert train_cli("--data", str(distilled), "--out", str(grown_run), "--steps", "1",
+                     "--init", str(other / "last.pt"), "--seg-context", "2", *TINY) == 0
+    grown = load_checkpoint(grown_run / "last.pt")
+    assert grown["config"]["seg_context"] == 2
+    # ... but never shrinks by them (weights would be lost) ...
+    assert train_cli("--data", str(distilled), "--out", str(tmp_path / "shrunk"), "--steps",
+                     "1", "--init", str(grown_run / "last.pt"), *TINY) == 2
+    assert "differs" in capsys.readouterr().err
+    # ... nor goes into other layers
     state = torch.load(other / "last.pt", weights_only=True)
     state["config"]["neck"] = 64
     torch.save(state, tmp_path / "narrow.pt")
