@@ -431,8 +431,9 @@ def main(args: argparse.Namespace) -> int:
     for option in ("steps", "batch", "eval_every", "save_every"):
         if getattr(args, option) < 1:
             raise PerceptionError(f"--{option.replace('_', '-')} must be at least 1")
-    if args.workers < 0 or not (args.lr > 0 and 0 <= args.ema < 1):
-        raise PerceptionError("--workers must be >= 0, --lr > 0 and --ema in [0, 1)")
+    if min(args.workers, args.seg_context) < 0 or not (args.lr > 0 and 0 <= args.ema < 1):
+        raise PerceptionError("--workers and --seg-context must be >= 0, --lr > 0 and --ema in "
+                              "[0, 1)")
     train(args)
     return 0
 

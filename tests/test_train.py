@@ -223,6 +223,10 @@ def test_foreign_checkpoints_are_refused_and_kept(distilled: Path, tmp_path: Pat
     assert train_cli("--data", str(distilled), "--out", str(tmp_path / "shrunk"), "--steps",
                      "1", "--init", str(grown_run / "last.pt"), *TINY) == 2
     assert "differs" in capsys.readouterr().err
+    assert train_cli("--data", str(distilled), "--out", str(tmp_path / "negative"),
+                     "--seg-context", "-1", *TINY) == 2
+    assert "--seg-context must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "negative").exists()
     # ... nor goes into other layers
     state = torch.load(other / "last.pt", weights_only=True)
     state["config"]["neck"] = 64
