@@ -181,5 +181,6 @@ def figures(episodes: list[dict]) -> dict:
         "route_completion": sum(e["route_completion"] for e in episodes) / count,
         "mean_speed_mps": sum(steps) / count,
         "lane_changes_per_km": sum(e["lane_changes"] for e in episodes) / km,
+        "vetoed_changes_per_km": sum(e.get("vetoed_changes", 0) for e in episodes) / km,
         "hard_brakes_per_km": sum(e["hard_brakes"] for e in episodes) / km,
         "actions": list(ACTIONS), "episodes": episodes}

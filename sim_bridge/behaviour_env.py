@@ -8,7 +8,11 @@ ground truth (a PID on the target lane's centre line, like MetaDrive's own IDM p
 speed controller). The planner's in-path rule always caps the speed (`in_path_cap`: stop before
 a road user ahead in the ego or target lane and creep within `creep_within_m`, with
 perception/driving/planning.py's own numbers), whatever the policy chose. The rule policy is
-the same executor with "keep lane" always: our planner's behaviour on this road.
+the same executor with "keep lane" always: our planner's behaviour on this road. Two ground-truth
+rules of the executor hold for both policies: a car drifting into our lane near ahead is a lead
+car whatever lane it is in (MetaDrive's traffic cuts in), and the fail-safe vetoes a lane change
+into a lane with a car alongside or closing from behind (`lane_change_clear`: a stand-in for the
+side and rear view a car has and our front camera has not); a vetoed change keeps the lane.
 
 At run time in the camera loop (`perception sim --behaviour dqn`) the same action becomes a
 `Tactic` for our Planner: the target lane's centre as its preferred lateral offset and the
@@ -37,6 +41,11 @@ LEAD_RANGE_M = 80.0  # a lead car farther than this is "none"
 SPEED_SCALE_MPS = 10.0
 HARD_BRAKE_MPS2 = 3.0  # a deceleration above this is a hard brake
 FOLLOW_TIME_GAP_S = 1.5
+CUT_IN_AHEAD_M = 20.0  # a car this near ahead (bumper gap) ...
+CUT_IN_ASIDE_M = 2.4  # ... with its centre this near our heading line is in our lane
+SIDE_AHEAD_M = 4.0  # a lane change needs nobody in the target lane from alongside to this ahead,
+SIDE_BEHIND_M = 6.0  # nor behind nearer than this,
+SIDE_CLOSING_S = 2.0  # nor nearer than this many seconds of its closing speed
 PLANNER = PlannerConfig()
 OBSERVATION_NAMES = (
     "ego_speed", "lateral_offset", "lane_width", "lane_left", "lane_right",
@@ -122,6 +131,7 @@ class DriveTally:
     steps: int = 0
     speed_sum: float = 0.0
     lane_changes: int = 0
+    vetoed_changes: int = 0  # lane changes the fail-safe refused (lane_change_clear)
     hard_brakes: int = 0
     crashed: bool = False
     out_of_road: bool = False
@@ -133,7 +143,8 @@ class DriveTally:
         return {"crashed": self.crashed, "out_of_road": self.out_of_road,
                 "route_completion": self.route_completion, "distance_m": self.distance_m,
                 "mean_speed_mps": self.speed_sum / max(self.steps, 1),
-                "lane_changes": self.lane_changes, "hard_brakes": self.hard_brakes}
+                "lane_changes": self.lane_changes, "vetoed_changes": self.vetoed_changes,
+                "hard_brakes": self.hard_brakes}
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,14 @@ HARD_BRAKE_PENALTY = 0.3
 LANE_CHANGE_PENALTY = 0.15
 
 
+def _same_way(agent: Any, others: list[Any]) -> tuple[list[Any], np.ndarray]:
+    """The cars on the ego's roads (this one and the next, our direction) and the ego's heading."""
+    lanes = list(agent.navigation.current_ref_lanes)
+    roads = {lane.index[:2] for lane in lanes + list(agent.navigation.next_ref_lanes or [])}
+    heading = np.array([math.cos(agent.heading_theta), math.sin(agent.heading_theta)])
+    return [v for v in others if v.lane_index[:2] in roads], heading
+
+
 def scene_of(agent: Any, others: list[Any]) -> Scene:
     """The scene from MetaDrive's ground truth: `agent` is its ego car, `others` the rest."""
     lanes = list(agent.navigation.current_ref_lanes)
@@ -162,11 +181,8 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
     lane = lanes[index]
     _, lateral = lane.local_coordinates(agent.position)
     leads: list[LeadCar | None] = [None, None, None]
-    heading = np.array([math.cos(agent.heading_theta), math.sin(agent.heading_theta)])
-    roads = {lane.index[:2] for lane in lanes + list(agent.navigation.next_ref_lanes or [])}
-    for vehicle in others:
-        if vehicle.lane_index[:2] not in roads:  # another road (or the other way)
-            continue
+    cars, heading = _same_way(agent, others)
+    for vehicle in cars:
         # its lane index says which lane (also on the next road, where extrapolating the ego
         # lane's coordinates misplaces it on a bend); the distance along the ego's heading
         # says how far ahead
@@ -175,12 +191,32 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
         ahead = float(offset @ heading)
         gap = ahead - (agent.LENGTH + vehicle.LENGTH) / 2
         aside = abs(float(offset[0] * heading[1] - offset[1] * heading[0]))
+        if ahead > 0 and gap < CUT_IN_AHEAD_M and aside < CUT_IN_ASIDE_M:
+            slot = 1  # drifting into our lane: ours, whatever its lane index says
         if (0 <= slot <= 2 and ahead > 0 and -1.0 < gap < LEAD_RANGE_M
                 and aside < 2.5 * lane.width and (leads[slot] is None
                                                   or gap < leads[slot].gap_m)):
             leads[slot] = LeadCar(max(gap, 0.0), float(vehicle.speed))
     return Scene(float(agent.speed), -float(lateral), float(lane.width), index > 0,
                  index < len(lanes) - 1, (leads[0], leads[1], leads[2]))
+
+
+def lane_change_clear(agent: Any, others: list[Any], lane: int) -> bool:
+    """The fail-safe's check before moving into lane `lane` (an index on the ego's road):
+    nobody there from alongside to SIDE_AHEAD_M ahead, nor behind within SIDE_BEHIND_M or
+    SIDE_CLOSING_S of its closing speed. MetaDrive's ground truth, for both policies."""
+    cars, heading = _same_way(agent, others)
+    for vehicle in cars:
+        if vehicle.lane_index[2] != lane:
+            continue
+        ahead = float((np.asarray(vehicle.position) - np.asarray(agent.position)) @ heading)
+        gap = abs(ahead) - (agent.LENGTH + vehicle.LENGTH) / 2  # bumper to bumper
+        if ahead >= 0 and gap < SIDE_AHEAD_M:
+            return False
+        closing = float(vehicle.speed) - float(agent.speed)
+        if ahead < 0 and gap < max(SIDE_BEHIND_M, SIDE_CLOSING_S * closing):
+            return False
+    return True
 
 
 class SceneSource(Protocol):
@@ -267,6 +303,10 @@ def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> A
             lanes = self.lanes()
             self.target_lane = int(np.clip(self.target_lane + order.lane_shift, 0,
                                            len(lanes) - 1))
+            if self.target_lane != before_lane and not lane_change_clear(
+                    self.md.agent, self.others(), self.target_lane):
+                self.target_lane = before_lane
+                self.tally.vetoed_changes += 1
             travelled = self.md.agent.navigation.travelled_length
             reward, done, hard = 0.0, False, False
             for _ in range(DECISION_STEPS):

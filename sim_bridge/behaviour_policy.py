@@ -23,6 +23,7 @@ from sim_bridge.behaviour_env import (
     OBSERVATION_SIZE,
     PLANNER,
     command,
+    lane_change_clear,
     observation,
     scene_of,
 )
@@ -125,7 +126,9 @@ class BehaviourLayer:
     """The policy in the camera loop (`perception sim --simulator metadrive --behaviour dqn`):
     every DECISION_STEPS ticks it picks an action on MetaDrive's ground truth; every tick it
     hands the Planner the target lane's centre (from where the car is now) as a `Tactic`'s
-    offset and the action's speed as its cap. The Planner's fail-safe and in-path rule stay."""
+    offset and the action's speed as its cap. The Planner's fail-safe and in-path rule stay,
+    and a lane change into a lane that is not clear beside and behind is vetoed (ground truth,
+    behaviour_env.lane_change_clear)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy, self.ticks, self.target_lane = policy, 0, None
@@ -138,7 +141,9 @@ class BehaviourLayer:
         if self.ticks % DECISION_STEPS == 0:
             scene = scene_of(agent, others)
             order = command(self.policy.act(observation(scene)), scene)
-            self.target_lane += order.lane_shift
+            wanted = int(np.clip(self.target_lane + order.lane_shift, 0, len(lanes) - 1))
+            if wanted == self.target_lane or lane_change_clear(agent, others, wanted):
+                self.target_lane = wanted  # else the fail-safe's veto: keep the lane
             self.speed_mps = order.target_speed_mps
         self.ticks += 1
         self.target_lane = int(np.clip(self.target_lane, 0, len(lanes) - 1))

@@ -6,6 +6,7 @@ MetaDrive runs in tests/test_behaviour_metadrive.py."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from sim_bridge.behaviour_env import (
     Scene,
     command,
     in_path_cap,
+    lane_change_clear,
     observation,
+    scene_of,
 )
 from sim_bridge.behaviour_perception import EGO_LENGTH_M, SceneMemory, scene_from_perception
 from sim_bridge.behaviour_policy import (
@@ -72,6 +75,50 @@ def test_in_path_cap_is_the_planners_rule() -> None:
     assert in_path_cap(2.0) == 0.0  # within the stop gap
     assert in_path_cap(15.0) < 5.0 < in_path_cap(60.0)  # a creep near, faster far
     assert in_path_cap(10.0) <= in_path_cap(20.0) <= in_path_cap(40.0)
+
+
+class StraightLane:
+    """The part of a MetaDrive lane that scene_of reads: lane i of a straight road along +x,
+    its centre at y = 3.5 i (MetaDrive numbers lanes from the left)."""
+
+    width = 3.5
+
+    def __init__(self, i: int) -> None:
+        self.index = ("road", "next", i)
+
+    def local_coordinates(self, position) -> tuple[float, float]:
+        return position[0], position[1] - 3.5 * self.index[2]
+
+
+LANES = [StraightLane(i) for i in range(3)]
+
+
+def car(x: float, y: float, lane: int, speed: float = 8.0) -> SimpleNamespace:
+    """A MetaDrive vehicle's attributes as scene_of and lane_change_clear read them."""
+    return SimpleNamespace(position=(x, y), heading_theta=0.0, lane_index=("road", "next", lane),
+                           LENGTH=4.5, speed=speed, navigation=SimpleNamespace(
+                               current_ref_lanes=LANES, next_ref_lanes=[]))
+
+
+def test_a_car_drifting_into_our_lane_is_our_lead_whatever_its_lane() -> None:
+    ego = car(0.0, 3.5, 1)
+    centred = car(10.0, 7.0, 2)  # the right lane's centre: its lead
+    assert scene_of(ego, [centred]).leads == (None, None, LeadCar(5.5, 8.0))
+    drifting = car(10.0, 5.5, 2)  # still "lane 2" to MetaDrive, 2 m from our centre line
+    assert scene_of(ego, [drifting]).leads[1] == LeadCar(5.5, 8.0)
+    far = car(40.0, 5.5, 2)  # beyond CUT_IN_AHEAD_M: its own lane's
+    assert scene_of(ego, [far]).leads[2] is not None and scene_of(ego, [far]).leads[1] is None
+
+
+def test_the_fail_safe_vetoes_a_lane_change_beside_or_ahead_of_a_faster_car() -> None:
+    ego = car(0.0, 3.5, 1, speed=8.0)
+    assert lane_change_clear(ego, [], 0)
+    assert not lane_change_clear(ego, [car(1.0, 0.0, 0)], 0)  # alongside
+    assert not lane_change_clear(ego, [car(-9.0, 0.0, 0)], 0)  # 4.5 m behind
+    assert lane_change_clear(ego, [car(-16.0, 0.0, 0, speed=8.0)], 0)  # 11.5 m, same speed
+    assert not lane_change_clear(ego, [car(-16.0, 0.0, 0, speed=15.0)], 0)  # closing at 7 m/s
+    assert lane_change_clear(ego, [car(20.0, 0.0, 0, speed=2.0)], 0)  # ahead: the in-path cap's
+    assert lane_change_clear(ego, [car(1.0, 7.0, 2)], 0)  # the other side's car does not count
 
 
 def plan(road: Road, tactic: Tactic | None):

@@ -43,6 +43,7 @@ def test_evaluate_scores_the_dqn_and_the_rules_on_the_same_seed(tmp_path) -> Non
         assert scores["mean_speed_mps"] > 0.5 and scores["route_completion"] > 0.05
         assert scores["lane_changes_per_km"] >= 0 and scores["hard_brakes_per_km"] >= 0
     assert report["rules"]["lane_changes_per_km"] == 0  # the rules keep their lane
+    assert report["rules"]["vetoed_changes_per_km"] == 0  # so nothing is vetoed
 
 
 @pytest.mark.slow
