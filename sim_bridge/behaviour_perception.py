@@ -35,6 +35,7 @@ import numpy as np
 from perception.driving.camera import CameraModel
 from perception.driving.lanes import LANE_WIDTH_M, LOOKAHEAD_M
 from perception.driving.planning import Planner
+from perception.errors import PerceptionError
 from perception.frames import Frame
 from perception.results import FrameResult, LaneBoundary
 from sim_bridge.behaviour_env import DECISION_STEPS, LEAD_RANGE_M, STEP_S, LeadCar, Scene
@@ -56,6 +57,7 @@ DEFAULT_LANE_WIDTH_M = 3.5  # before the first measured lane
 MAX_CLOSING_MPS = 15.0  # a larger change of gap in 0.5 s is a misplaced box, not a car
 YELLOW_MARGIN = 40  # a line's pixels (BGR) whose red and green exceed their blue by this
 EDGE_PX = 2.0
+STALE_MOVE_M = 0.05  # the car moved this far since the last frame: the picture must change
 
 
 @dataclass
@@ -169,6 +171,8 @@ class PerceivedScenes:
                        "sensors": {"rgb_camera": (RGBCamera, camera.width, camera.height)}}
         self.decisions = 0
         self.frames_with_lane = 0
+        self.buffers: list[Any] = []  # MetaDrive's render buffers, found at the first reset
+        self.last: tuple[np.ndarray, np.ndarray] | None = None  # last image, where it was taken
 
     def start(self, md: Any) -> None:
         """After each reset: the lens, our camera model, a fresh Planner and memory, and every
@@ -180,9 +184,11 @@ class PerceivedScenes:
         self.planner: Planner = car_planner(self.camera)
         self.memory = SceneMemory()
         self.now = 0.0
-        engine = md.engine.graphicsEngine
-        self.buffers = [engine.getWindow(i) for i in range(engine.getNumWindows())
-                        if engine.getWindow(i).isActive()]
+        if not self.buffers:  # later resets find them switched off by the last decision
+            engine = md.engine.graphicsEngine
+            self.buffers = [engine.getWindow(i) for i in range(engine.getNumWindows())
+                            if engine.getWindow(i).isActive()]
+        self.last = None
         self._render(False)
 
     def _render(self, on: bool) -> None:
@@ -197,6 +203,7 @@ class PerceivedScenes:
         finally:
             self._render(False)
         image = np.ascontiguousarray(image[..., :3])
+        self._check_fresh(image, np.asarray(md.agent.position, np.float64))
         frame = Frame(image, timestamp=self.now, index=self.decisions, source="metadrive:camera")
         result = self.perceiver.perceive([frame])[0]
         result.detections = [d for d in result.detections if not is_beside(d.box, self.camera)]
@@ -206,3 +213,12 @@ class PerceivedScenes:
         self.decisions += 1
         self.frames_with_lane += result.ego_lane is not None
         return scene_from_perception(result, image, self.camera, speed, self.memory)
+
+    def _check_fresh(self, image: np.ndarray, position: np.ndarray) -> None:
+        """Refuse a stale camera: the very same pixels as the last decision's although the car
+        has moved means nothing was rendered (the policies would see an old road)."""
+        if (self.last is not None and np.linalg.norm(position - self.last[1]) > STALE_MOVE_M
+                and np.array_equal(image, self.last[0])):
+            raise PerceptionError("MetaDrive's camera returned the previous frame although the "
+                                  "car moved: nothing was rendered")
+        self.last = (image, position)

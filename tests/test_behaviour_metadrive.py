@@ -49,7 +49,9 @@ def test_evaluate_scores_the_dqn_and_the_rules_on_the_same_seed(tmp_path) -> Non
 @pytest.mark.slow
 def test_evaluate_with_our_perception_as_the_policies_eyes(tmp_path) -> None:
     out = tmp_path / "eval.json"
-    done = perception("behaviour", "evaluate", "--policy", str(POLICY), "--episodes", "1",
+    # Two episodes per policy: every reset after the first must render again (a stale camera
+    # is refused, exit 2; it once showed the first episode's last frame for the rest).
+    done = perception("behaviour", "evaluate", "--policy", str(POLICY), "--episodes", "2",
                       "--seeds", "100000", "--observe", "perception", "--route-m", "8",
                       "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,7 +59,7 @@ def test_evaluate_with_our_perception_as_the_policies_eyes(tmp_path) -> None:
     assert report["observe"] == "perception" and report["camera"] == "320x180,60"
     assert report["frames_with_ego_lane"] > 0.5  # MetaDrive's lane lines are found
     for name in ("dqn", "rules"):
-        assert report[name]["episodes"][0]["distance_m"] >= 8.0
+        assert [e["distance_m"] >= 8.0 for e in report[name]["episodes"]] == [True, True]
         assert report[name]["collision_rate"] == 0.0
 
 
