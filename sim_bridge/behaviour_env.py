@@ -42,10 +42,11 @@ SPEED_SCALE_MPS = 10.0
 HARD_BRAKE_MPS2 = 3.0  # a deceleration above this is a hard brake
 FOLLOW_TIME_GAP_S = 1.5
 CUT_IN_AHEAD_M = 20.0  # a car this near ahead (bumper gap) ...
-CUT_IN_ASIDE_M = 2.4  # ... with its centre this near our heading line is in our lane
+CUT_IN_ASIDE_M = 2.4  # ... with its centre this near our lane's centre is in our lane
 SIDE_AHEAD_M = 4.0  # a lane change needs nobody in the target lane from alongside to this ahead,
 SIDE_BEHIND_M = 6.0  # nor behind nearer than this,
 SIDE_CLOSING_S = 2.0  # nor nearer than this many seconds of its closing speed
+SIDE_OVERLAP_M = 0.6  # a car whose centre is this far beyond a lane's line is still in it
 PLANNER = PlannerConfig()
 OBSERVATION_NAMES = (
     "ego_speed", "lateral_offset", "lane_width", "lane_left", "lane_right",
@@ -166,14 +167,6 @@ HARD_BRAKE_PENALTY = 0.3
 LANE_CHANGE_PENALTY = 0.15
 
 
-def _same_way(agent: Any, others: list[Any]) -> tuple[list[Any], np.ndarray]:
-    """The cars on the ego's roads (this one and the next, our direction) and the ego's heading."""
-    lanes = list(agent.navigation.current_ref_lanes)
-    roads = {lane.index[:2] for lane in lanes + list(agent.navigation.next_ref_lanes or [])}
-    heading = np.array([math.cos(agent.heading_theta), math.sin(agent.heading_theta)])
-    return [v for v in others if v.lane_index[:2] in roads], heading
-
-
 def scene_of(agent: Any, others: list[Any]) -> Scene:
     """The scene from MetaDrive's ground truth: `agent` is its ego car, `others` the rest."""
     lanes = list(agent.navigation.current_ref_lanes)
@@ -181,8 +174,11 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
     lane = lanes[index]
     _, lateral = lane.local_coordinates(agent.position)
     leads: list[LeadCar | None] = [None, None, None]
-    cars, heading = _same_way(agent, others)
-    for vehicle in cars:
+    heading = np.array([math.cos(agent.heading_theta), math.sin(agent.heading_theta)])
+    roads = {lane.index[:2] for lane in lanes + list(agent.navigation.next_ref_lanes or [])}
+    for vehicle in others:
+        if vehicle.lane_index[:2] not in roads:  # another road (or the other way)
+            continue
         # its lane index says which lane (also on the next road, where extrapolating the ego
         # lane's coordinates misplaces it on a bend); the distance along the ego's heading
         # says how far ahead
@@ -191,8 +187,12 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
         ahead = float(offset @ heading)
         gap = ahead - (agent.LENGTH + vehicle.LENGTH) / 2
         aside = abs(float(offset[0] * heading[1] - offset[1] * heading[0]))
-        if ahead > 0 and gap < CUT_IN_AHEAD_M and aside < CUT_IN_ASIDE_M:
-            slot = 1  # drifting into our lane: ours, whatever its lane index says
+        if slot in (0, 2) and ahead > 0 and gap < CUT_IN_AHEAD_M:
+            # how far it sits off its own lane's centre toward ours (+ right in MetaDrive's
+            # lane coordinates), measured along its lane, so that a bend does not count
+            toward = vehicle.lane.local_coordinates(vehicle.position)[1] * (1 - slot)
+            if lane.width - toward < CUT_IN_ASIDE_M:
+                slot = 1  # drifting into our lane: ours, whatever its lane index says
         if (0 <= slot <= 2 and ahead > 0 and -1.0 < gap < LEAD_RANGE_M
                 and aside < 2.5 * lane.width and (leads[slot] is None
                                                   or gap < leads[slot].gap_m)):
@@ -204,12 +204,16 @@ def scene_of(agent: Any, others: list[Any]) -> Scene:
 def lane_change_clear(agent: Any, others: list[Any], lane: int) -> bool:
     """The fail-safe's check before moving into lane `lane` (an index on the ego's road):
     nobody there from alongside to SIDE_AHEAD_M ahead, nor behind within SIDE_BEHIND_M or
-    SIDE_CLOSING_S of its closing speed. MetaDrive's ground truth, for both policies."""
-    cars, heading = _same_way(agent, others)
-    for vehicle in cars:
-        if vehicle.lane_index[2] != lane:
+    SIDE_CLOSING_S of its closing speed. MetaDrive's ground truth, for both policies. Cars are
+    placed in that lane's own coordinates (extended behind its start), not by their lane
+    index: a car still on the previous road, or straddling the far line, counts."""
+    target = list(agent.navigation.current_ref_lanes)[lane]
+    ego_s, _ = target.local_coordinates(agent.position)
+    for vehicle in others:
+        s, lateral = target.local_coordinates(vehicle.position)
+        if abs(lateral) > target.width / 2 + SIDE_OVERLAP_M:
             continue
-        ahead = float((np.asarray(vehicle.position) - np.asarray(agent.position)) @ heading)
+        ahead = float(s - ego_s)
         gap = abs(ahead) - (agent.LENGTH + vehicle.LENGTH) / 2  # bumper to bumper
         if ahead >= 0 and gap < SIDE_AHEAD_M:
             return False

@@ -21,8 +21,8 @@ users as it does when it drives. From that, a `Scene`:
 - closing speed: the change of that lane's gap since the previous decision (0 when the lane had
   no lead then).
 
-Only the observation is perceived: the executor (lane keeping, the in-path cap) still drives on
-ground truth, as in training.
+Only the observation is perceived: the executor (lane keeping, the in-path cap, the lane-change
+veto) still drives on ground truth, as in training.
 """
 
 from __future__ import annotations
@@ -154,6 +154,22 @@ def is_beside(box: tuple[float, float, float, float], camera: CameraModel) -> bo
     return y2 >= camera.height - EDGE_PX and (x1 <= EDGE_PX or x2 >= camera.width - EDGE_PX)
 
 
+@dataclass
+class FreshFrames:
+    """Refuses a stale camera: the very same pixels as the last frame although the car has
+    moved means nothing was rendered (the policies would be shown an old road). Kept across
+    episodes: the first frame after a reset is checked against the last one before it."""
+
+    last: tuple[np.ndarray, np.ndarray] | None = None  # the last image, and where it was taken
+
+    def check(self, image: np.ndarray, position: np.ndarray) -> None:
+        if (self.last is not None and np.linalg.norm(position - self.last[1]) > STALE_MOVE_M
+                and np.array_equal(image, self.last[0])):
+            raise PerceptionError("MetaDrive's camera returned the previous frame although the "
+                                  "car moved: nothing was rendered")
+        self.last = (image, position)
+
+
 class PerceivedScenes:
     """The behaviour env's observation from our perception (behaviour_env.make_env's
     `scenes`): MetaDrive's configuration for one RGB camera, rendered only on demand."""
@@ -172,7 +188,7 @@ class PerceivedScenes:
         self.decisions = 0
         self.frames_with_lane = 0
         self.buffers: list[Any] = []  # MetaDrive's render buffers, found at the first reset
-        self.last: tuple[np.ndarray, np.ndarray] | None = None  # last image, where it was taken
+        self.fresh = FreshFrames()
 
     def start(self, md: Any) -> None:
         """After each reset: the lens, our camera model, a fresh Planner and memory, and every
@@ -188,7 +204,8 @@ class PerceivedScenes:
             engine = md.engine.graphicsEngine
             self.buffers = [engine.getWindow(i) for i in range(engine.getNumWindows())
                             if engine.getWindow(i).isActive()]
-        self.last = None
+            if not self.buffers:
+                raise PerceptionError("MetaDrive made no render buffer: the camera cannot render")
         self._render(False)
 
     def _render(self, on: bool) -> None:
@@ -203,7 +220,7 @@ class PerceivedScenes:
         finally:
             self._render(False)
         image = np.ascontiguousarray(image[..., :3])
-        self._check_fresh(image, np.asarray(md.agent.position, np.float64))
+        self.fresh.check(image, np.asarray(md.agent.position, np.float64))
         frame = Frame(image, timestamp=self.now, index=self.decisions, source="metadrive:camera")
         result = self.perceiver.perceive([frame])[0]
         result.detections = [d for d in result.detections if not is_beside(d.box, self.camera)]
@@ -213,12 +230,3 @@ class PerceivedScenes:
         self.decisions += 1
         self.frames_with_lane += result.ego_lane is not None
         return scene_from_perception(result, image, self.camera, speed, self.memory)
-
-    def _check_fresh(self, image: np.ndarray, position: np.ndarray) -> None:
-        """Refuse a stale camera: the very same pixels as the last decision's although the car
-        has moved means nothing was rendered (the policies would see an old road)."""
-        if (self.last is not None and np.linalg.norm(position - self.last[1]) > STALE_MOVE_M
-                and np.array_equal(image, self.last[0])):
-            raise PerceptionError("MetaDrive's camera returned the previous frame although the "
-                                  "car moved: nothing was rendered")
-        self.last = (image, position)

@@ -138,6 +138,7 @@ class BehaviourLayer:
         lanes = list(agent.navigation.current_ref_lanes)
         if self.target_lane is None:
             self.target_lane = agent.lane_index[2]
+        self.target_lane = int(np.clip(self.target_lane, 0, len(lanes) - 1))
         if self.ticks % DECISION_STEPS == 0:
             scene = scene_of(agent, others)
             order = command(self.policy.act(observation(scene)), scene)
@@ -146,6 +147,7 @@ class BehaviourLayer:
                 self.target_lane = wanted  # else the fail-safe's veto: keep the lane
             self.speed_mps = order.target_speed_mps
         self.ticks += 1
-        self.target_lane = int(np.clip(self.target_lane, 0, len(lanes) - 1))
+        # where we are in the target lane (MetaDrive: + right) is where the lane's centre is
+        # from us in the Planner's frame (+ left)
         _, lateral = lanes[self.target_lane].local_coordinates(agent.position)
-        return Tactic(offset_m=-float(lateral), max_speed_mps=self.speed_mps)
+        return Tactic(offset_m=float(lateral), max_speed_mps=self.speed_mps)

@@ -14,6 +14,7 @@ import torch
 
 from perception.cli import main
 from perception.driving.planning import Planner, PlannerConfig, PlannerState, Tactic, plan_frame
+from perception.errors import PerceptionError
 from perception.lane_lines import fit_lane_boundaries
 from sim_bridge.behaviour_env import (
     ACTIONS,
@@ -26,8 +27,14 @@ from sim_bridge.behaviour_env import (
     observation,
     scene_of,
 )
-from sim_bridge.behaviour_perception import EGO_LENGTH_M, SceneMemory, scene_from_perception
+from sim_bridge.behaviour_perception import (
+    EGO_LENGTH_M,
+    FreshFrames,
+    SceneMemory,
+    scene_from_perception,
+)
 from sim_bridge.behaviour_policy import (
+    BehaviourLayer,
     PolicyFileError,
     RulePolicy,
     load_policy,
@@ -78,47 +85,104 @@ def test_in_path_cap_is_the_planners_rule() -> None:
 
 
 class StraightLane:
-    """The part of a MetaDrive lane that scene_of reads: lane i of a straight road along +x,
-    its centre at y = 3.5 i (MetaDrive numbers lanes from the left)."""
+    """The part of a MetaDrive lane that the behaviour env reads: lane i of a straight road
+    along +x, its centre at y = -3.5 i (MetaDrive numbers lanes from the left; its lateral
+    coordinate is + to the right)."""
 
     width = 3.5
 
-    def __init__(self, i: int) -> None:
-        self.index = ("road", "next", i)
+    def __init__(self, i: int, road: str = "road") -> None:
+        self.index = (road, "next", i)
 
     def local_coordinates(self, position) -> tuple[float, float]:
-        return position[0], position[1] - 3.5 * self.index[2]
+        return position[0], -3.5 * self.index[2] - position[1]
 
 
-LANES = [StraightLane(i) for i in range(3)]
+class ArcLane(StraightLane):
+    """Lane i of a road bending left around (0, RADIUS): it starts at x = 0 heading +x."""
+
+    RADIUS = 40.0
+
+    def radius(self) -> float:
+        return self.RADIUS + 3.5 * self.index[2]
+
+    def point(self, s: float) -> tuple[float, float]:
+        angle = s / self.radius()
+        return self.radius() * np.sin(angle), self.RADIUS - self.radius() * np.cos(angle)
+
+    def local_coordinates(self, position) -> tuple[float, float]:
+        dx, dy = position[0], position[1] - self.RADIUS
+        return self.radius() * float(np.arctan2(dx, -dy)), float(np.hypot(dx, dy)) - self.radius()
 
 
-def car(x: float, y: float, lane: int, speed: float = 8.0) -> SimpleNamespace:
+def car(x: float, y: float, lane: int, speed: float = 8.0, lanes=None, road: str = "road",
+        heading: float = 0.0) -> SimpleNamespace:
     """A MetaDrive vehicle's attributes as scene_of and lane_change_clear read them."""
-    return SimpleNamespace(position=(x, y), heading_theta=0.0, lane_index=("road", "next", lane),
-                           LENGTH=4.5, speed=speed, navigation=SimpleNamespace(
-                               current_ref_lanes=LANES, next_ref_lanes=[]))
+    lanes = lanes or [StraightLane(i) for i in range(3)]
+    own = type(lanes[0])(lane, road)
+    return SimpleNamespace(position=(x, y), heading_theta=heading, lane_index=own.index,
+                           lane=own, LENGTH=4.5, speed=speed, navigation=SimpleNamespace(
+                               current_ref_lanes=lanes, next_ref_lanes=[]))
 
 
 def test_a_car_drifting_into_our_lane_is_our_lead_whatever_its_lane() -> None:
-    ego = car(0.0, 3.5, 1)
-    centred = car(10.0, 7.0, 2)  # the right lane's centre: its lead
+    ego = car(0.0, -3.5, 1)
+    centred = car(10.0, -7.0, 2)  # the right lane's centre: its lead
     assert scene_of(ego, [centred]).leads == (None, None, LeadCar(5.5, 8.0))
-    drifting = car(10.0, 5.5, 2)  # still "lane 2" to MetaDrive, 2 m from our centre line
+    drifting = car(10.0, -5.5, 2)  # still "lane 2" to MetaDrive, 2 m from our lane's centre
     assert scene_of(ego, [drifting]).leads[1] == LeadCar(5.5, 8.0)
-    far = car(40.0, 5.5, 2)  # beyond CUT_IN_AHEAD_M: its own lane's
+    far = car(40.0, -5.5, 2)  # beyond CUT_IN_AHEAD_M: its own lane's
     assert scene_of(ego, [far]).leads[2] is not None and scene_of(ego, [far]).leads[1] is None
 
 
+def test_on_a_bend_a_car_centred_in_the_next_lane_stays_in_its_lane() -> None:
+    lanes = [ArcLane(i) for i in range(3)]
+    ego = car(*lanes[1].point(0.0), 1, lanes=lanes)
+    outer = lanes[2].point(16.0)  # 16 m on: the bend brings it within 2 m of our heading line
+    assert abs(outer[1] - ego.position[1]) < 2.4
+    assert scene_of(ego, [car(*outer, 2, lanes=lanes)]).leads[1] is None
+    assert scene_of(ego, [car(*outer, 2, lanes=lanes)]).leads[2] is not None
+
+
 def test_the_fail_safe_vetoes_a_lane_change_beside_or_ahead_of_a_faster_car() -> None:
-    ego = car(0.0, 3.5, 1, speed=8.0)
+    ego = car(0.0, -3.5, 1, speed=8.0)
     assert lane_change_clear(ego, [], 0)
     assert not lane_change_clear(ego, [car(1.0, 0.0, 0)], 0)  # alongside
+    assert not lane_change_clear(ego, [car(6.0, 0.0, 0)], 0)  # 1.5 m ahead
     assert not lane_change_clear(ego, [car(-9.0, 0.0, 0)], 0)  # 4.5 m behind
     assert lane_change_clear(ego, [car(-16.0, 0.0, 0, speed=8.0)], 0)  # 11.5 m, same speed
     assert not lane_change_clear(ego, [car(-16.0, 0.0, 0, speed=15.0)], 0)  # closing at 7 m/s
     assert lane_change_clear(ego, [car(20.0, 0.0, 0, speed=2.0)], 0)  # ahead: the in-path cap's
-    assert lane_change_clear(ego, [car(1.0, 7.0, 2)], 0)  # the other side's car does not count
+    assert lane_change_clear(ego, [car(1.0, -7.0, 2)], 0)  # the other side's car does not count
+    # by where it is, not by its lane index: still on the previous road, or over the far line
+    assert not lane_change_clear(ego, [car(-9.0, 0.0, 0, road="previous")], 0)
+    assert not lane_change_clear(ego, [car(1.0, 2.0, 0)], 0)  # 2 m off lane 0's centre
+
+
+class AlwaysLeft:
+    def act(self, observation: np.ndarray) -> int:
+        return ACTIONS.index("change_left")
+
+
+def test_the_camera_loops_behaviour_layer_keeps_the_veto() -> None:
+    ego = car(0.0, -3.5, 1)
+    layer = BehaviourLayer(AlwaysLeft())
+    blocked = layer.tactic(ego, [car(0.5, 0.0, 0)])  # someone beside us on the left
+    assert layer.target_lane == 1 and blocked.offset_m == pytest.approx(0.0)
+    free = BehaviourLayer(AlwaysLeft()).tactic(ego, [])
+    assert free.offset_m == pytest.approx(3.5)  # the left lane's centre, 3.5 m to our left
+    # keeping the lane steers back toward its centre (it once pushed the car further off)
+    kept = BehaviourLayer(RulePolicy()).tactic(car(0.0, -3.8, 1), [])
+    assert kept.offset_m == pytest.approx(0.3)  # 0.3 m right of the centre: go 0.3 m left
+
+
+def test_a_camera_that_returns_the_same_pixels_after_moving_is_refused() -> None:
+    fresh, image = FreshFrames(), np.zeros((4, 4, 3), np.uint8)
+    fresh.check(image, np.zeros(2))
+    fresh.check(image.copy(), np.array([0.01, 0.0]))  # stopped: the same picture is right
+    fresh.check(image + 1, np.array([1.0, 0.0]))  # moved, and the picture changed
+    with pytest.raises(PerceptionError, match="previous frame"):
+        fresh.check(image + 1, np.array([2.0, 0.0]))
 
 
 def plan(road: Road, tactic: Tactic | None):
