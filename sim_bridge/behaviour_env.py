@@ -223,6 +223,15 @@ def lane_change_clear(agent: Any, others: list[Any], lane: int) -> bool:
     return True
 
 
+def next_target_lane(agent: Any, others: list[Any], current: int, shift: int) -> tuple[int, bool]:
+    """The target lane after a command's `shift` (clamped to the road), and whether the
+    fail-safe vetoed the change (`lane_change_clear`: then the lane is kept)."""
+    wanted = int(np.clip(current + shift, 0, len(agent.navigation.current_ref_lanes) - 1))
+    if wanted == current or lane_change_clear(agent, others, wanted):
+        return wanted, False
+    return current, True
+
+
 class SceneSource(Protocol):
     """Where the policy's scene comes from, when not ground truth (behaviour_perception.py):
     `config` adds to MetaDrive's, `start` follows each reset, `scene` is called per decision."""
@@ -304,13 +313,9 @@ def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> A
         def step(self, action: int) -> tuple:
             order = command(int(action), self.observed)  # the scene the policy saw
             before_lane = self.target_lane
-            lanes = self.lanes()
-            self.target_lane = int(np.clip(self.target_lane + order.lane_shift, 0,
-                                           len(lanes) - 1))
-            if self.target_lane != before_lane and not lane_change_clear(
-                    self.md.agent, self.others(), self.target_lane):
-                self.target_lane = before_lane
-                self.tally.vetoed_changes += 1
+            self.target_lane, vetoed = next_target_lane(self.md.agent, self.others(),
+                                                        self.target_lane, order.lane_shift)
+            self.tally.vetoed_changes += vetoed
             travelled = self.md.agent.navigation.travelled_length
             reward, done, hard = 0.0, False, False
             for _ in range(DECISION_STEPS):

@@ -23,7 +23,7 @@ from sim_bridge.behaviour_env import (
     OBSERVATION_SIZE,
     PLANNER,
     command,
-    lane_change_clear,
+    next_target_lane,
     observation,
     scene_of,
 )
@@ -142,9 +142,8 @@ class BehaviourLayer:
         if self.ticks % DECISION_STEPS == 0:
             scene = scene_of(agent, others)
             order = command(self.policy.act(observation(scene)), scene)
-            wanted = int(np.clip(self.target_lane + order.lane_shift, 0, len(lanes) - 1))
-            if wanted == self.target_lane or lane_change_clear(agent, others, wanted):
-                self.target_lane = wanted  # else the fail-safe's veto: keep the lane
+            self.target_lane, _ = next_target_lane(agent, others, self.target_lane,
+                                                   order.lane_shift)
             self.speed_mps = order.target_speed_mps
         self.ticks += 1
         # where we are in the target lane (MetaDrive: + right) is where the lane's centre is
