@@ -122,7 +122,8 @@ def evaluate(args: argparse.Namespace) -> int:
         raise PerceptionError(f"--json {args.json}: must end in .json")
     config = env_config(args, args.seeds, args.episodes)
     policies: list[tuple[str, Policy]] = [("dqn", load_policy(args.policy)),
-                                          ("rules", RulePolicy())]
+                                          ("rules", RulePolicy("keep_lane")),
+                                          ("rules_follow", RulePolicy("follow"))]
     check_environment()
     check_map(args.map)
     scenes = perceived_scenes() if args.observe == "perception" else None

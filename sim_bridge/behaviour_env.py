@@ -7,8 +7,10 @@ What is trained: every `DECISION_STEPS` MetaDrive steps (0.5 s) the policy picks
 ground truth (a PID on the target lane's centre line, like MetaDrive's own IDM policy, and a
 speed controller). The planner's in-path rule always caps the speed (`in_path_cap`: stop before
 a road user ahead in the ego or target lane and creep within `creep_within_m`, with
-perception/driving/planning.py's own numbers), whatever the policy chose. The rule policy is
-the same executor with "keep lane" always: our planner's behaviour on this road. Two ground-truth
+perception/driving/planning.py's own numbers), whatever the policy chose; only `follow`, which
+knows the lead car's speed, trades the creep for a stopping distance to that car braking hard
+(`follow_cap`). The rule policy is the same executor with "keep lane" always: our planner's
+behaviour on this road ("follow" always is the second baseline). Two ground-truth
 rules of the executor hold for both policies: a car drifting into our lane near ahead is a lead
 car whatever lane it is in (MetaDrive's traffic cuts in), and the fail-safe vetoes a lane change
 into a lane with a car alongside or closing from behind (`lane_change_clear`: a stand-in for the
@@ -41,8 +43,11 @@ LEAD_RANGE_M = 80.0  # a lead car farther than this is "none"
 SPEED_SCALE_MPS = 10.0
 HARD_BRAKE_MPS2 = 3.0  # a deceleration above this is a hard brake
 FOLLOW_TIME_GAP_S = 1.5
+LEAD_BRAKE_MPS2 = 8.0  # the hardest a followed car is assumed to brake (follow_cap)
 CUT_IN_AHEAD_M = 20.0  # a car this near ahead (bumper gap) ...
 CUT_IN_ASIDE_M = 2.4  # ... with its centre this near our lane's centre is in our lane
+PASS_WITHIN_M = 15.0  # passing a car this near ahead in the next lane ...
+PASS_MARGIN_MPS = 4.0  # ... at most this much faster than it (it may pull out)
 SIDE_AHEAD_M = 4.0  # a lane change needs nobody in the target lane from alongside to this ahead,
 SIDE_BEHIND_M = 6.0  # nor behind nearer than this,
 SIDE_CLOSING_S = 2.0  # nor nearer than this many seconds of its closing speed
@@ -93,10 +98,12 @@ def observation(scene: Scene) -> np.ndarray:
 @dataclass(frozen=True)
 class Command:
     """What one action asks of the executor: the lane to be in (relative to the current
-    target lane, clamped to the road) and the speed to drive before the in-path cap."""
+    target lane, clamped to the road), the speed to drive before the in-path cap, and whether
+    it follows the ego lane's lead car (then `follow_cap` replaces the in-path creep)."""
 
     lane_shift: int
     target_speed_mps: float
+    follow: bool = False
 
 
 def command(action: int, scene: Scene, cruise_mps: float = PLANNER.cruise_speed_mps) -> Command:
@@ -112,7 +119,7 @@ def command(action: int, scene: Scene, cruise_mps: float = PLANNER.cruise_speed_
     if name == "follow" and lead is not None:
         wanted_gap = FOLLOW_TIME_GAP_S * scene.speed_mps + PLANNER.stop_gap_m
         speed = lead.speed_mps + (lead.gap_m - wanted_gap) / 2.0
-        return Command(0, float(np.clip(speed, 0.0, cruise_mps)))
+        return Command(0, float(np.clip(speed, 0.0, cruise_mps)), follow=True)
     return Command(0, cruise_mps)
 
 
@@ -123,6 +130,24 @@ def in_path_cap(gap_m: float | None, config: PlannerConfig = PLANNER) -> float:
         return math.inf
     creep = config.creep_speed_mps + stopping_speed(gap_m - config.creep_within_m, config)
     return min(stopping_speed(gap_m - config.stop_gap_m, config), creep)
+
+
+def passing_cap(scene: Scene) -> float:
+    """The speed cap for passing: at most PASS_MARGIN_MPS faster than a car less than
+    PASS_WITHIN_M ahead in the next lane on either side. MetaDrive's traffic pulls into our lane
+    slowly, from beside us; a car that much slower may be about to (both policies)."""
+    return min((lead.speed_mps + PASS_MARGIN_MPS for lead in (scene.leads[0], scene.leads[2])
+                if lead is not None and lead.gap_m < PASS_WITHIN_M), default=math.inf)
+
+
+def follow_cap(lead: LeadCar, config: PlannerConfig = PLANNER) -> float:
+    """The speed cap behind a lead car whose speed is known (`follow`): still able to stop
+    `stop_gap_m` short of it if it brakes at LEAD_BRAKE_MPS2 this instant while we react for
+    `reaction_s` and brake at `comfort_decel_mps2` (a responsibility-sensitive-safety
+    distance). It replaces the in-path creep, which is there because one camera frame cannot
+    tell a moving car from a stopped one; it is never below the cap for a stopped car."""
+    room = lead.gap_m - config.stop_gap_m + lead.speed_mps ** 2 / (2 * LEAD_BRAKE_MPS2)
+    return stopping_speed(room, config)
 
 
 @dataclass
@@ -320,7 +345,7 @@ def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> A
             reward, done, hard = 0.0, False, False
             for _ in range(DECISION_STEPS):
                 speed_before = float(self.md.agent.speed)
-                info = self.md.step(self.drive(order.target_speed_mps))[-1]
+                info = self.md.step(self.drive(order))[-1]
                 tally = self.tally
                 tally.steps += 1
                 speed = float(self.md.agent.speed)
@@ -353,9 +378,10 @@ def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> A
             return observation(self.observed), reward, bool(done), truncated, {
                 "tally": self.tally}
 
-        def drive(self, wanted_speed: float) -> list[float]:
-            """One MetaDrive action toward the target lane at the wanted speed, capped by the
-            in-path rule for the nearest car ahead in the ego or the target lane."""
+        def drive(self, order: Command) -> list[float]:
+            """One MetaDrive action toward the target lane at the order's speed, capped by the
+            in-path rule for the nearest car ahead in the ego or the target lane (by
+            `follow_cap` for the lead car that a `follow` order follows)."""
             agent, lanes = self.md.agent, self.lanes()
             self.target_lane = min(self.target_lane, len(lanes) - 1)
             lane = lanes[self.target_lane]
@@ -366,8 +392,12 @@ def make_env(config: BehaviourEnvConfig, scenes: SceneSource | None = None) -> A
             scene = self.scene()
             shift = self.target_lane - min(agent.lane_index[2], len(lanes) - 1)
             near = [scene.leads[1]] + ([scene.leads[1 + int(np.sign(shift))]] if shift else [])
-            gaps = [lead.gap_m for lead in near if lead is not None]
-            target = min(wanted_speed, in_path_cap(min(gaps, default=None)))
+            if order.follow and not shift and scene.leads[1] is not None:
+                cap = follow_cap(scene.leads[1])
+            else:
+                cap = in_path_cap(min((lead.gap_m for lead in near if lead is not None),
+                                      default=None))
+            target = min(order.target_speed_mps, cap, passing_cap(scene))
             # speed up no faster than the planner does; slowing is never held back
             target = min(target, self.target_speed + PLANNER.speed_up_mps2 * STEP_S)
             self.target_speed = target

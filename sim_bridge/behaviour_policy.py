@@ -41,12 +41,15 @@ class Policy(Protocol):
 
 
 class RulePolicy:
-    """Our planner's behaviour: keep the lane; the in-path rule sets the speed."""
+    """One action every decision. `keep_lane` is our planner's behaviour: keep the lane, the
+    in-path rule sets the speed. `follow` is that plus following the lead car at the follow cap
+    (behaviour_env.follow_cap): the baseline that shows what the DQN's choices add to it."""
 
-    name = "rules"
+    def __init__(self, action: str = "keep_lane") -> None:
+        self.action = ACTIONS.index(action)
 
     def act(self, observation: np.ndarray) -> int:
-        return ACTIONS.index("keep_lane")
+        return self.action
 
 
 def q_network(observation_size: int, actions: int) -> Any:
@@ -126,9 +129,10 @@ class BehaviourLayer:
     """The policy in the camera loop (`perception sim --simulator metadrive --behaviour dqn`):
     every DECISION_STEPS ticks it picks an action on MetaDrive's ground truth; every tick it
     hands the Planner the target lane's centre (from where the car is now) as a `Tactic`'s
-    offset and the action's speed as its cap. The Planner's fail-safe and in-path rule stay,
-    and a lane change into a lane that is not clear beside and behind is vetoed (ground truth,
-    behaviour_env.lane_change_clear)."""
+    offset and the action's speed as its cap. The Planner's fail-safe and in-path rule stay
+    (so `follow` creeps near a car here, as the Planner does without tracking: the executor's
+    `follow_cap` is not used), and a lane change into a lane that is not clear beside and
+    behind is vetoed (ground truth, behaviour_env.lane_change_clear)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy, self.ticks, self.target_lane = policy, 0, None

@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from perception.cli import main
-from perception.driving.planning import Planner, PlannerConfig, PlannerState, Tactic, plan_frame
+from perception.driving.planning import (
+    Planner,
+    PlannerConfig,
+    PlannerState,
+    Tactic,
+    plan_frame,
+    stopping_speed,
+)
 from perception.errors import PerceptionError
 from perception.lane_lines import fit_lane_boundaries
 from sim_bridge.behaviour_env import (
@@ -22,9 +29,11 @@ from sim_bridge.behaviour_env import (
     LeadCar,
     Scene,
     command,
+    follow_cap,
     in_path_cap,
     lane_change_clear,
     observation,
+    passing_cap,
     scene_of,
 )
 from sim_bridge.behaviour_perception import (
@@ -72,9 +81,12 @@ def test_actions_map_to_a_lane_and_a_speed() -> None:
     follow = command(ACTIONS.index("follow"), s)
     # 20 m gap wanted 1.5 s * 10 m/s + 3 m = 18 m: a little faster than the lead's 8 m/s
     assert follow.lane_shift == 0 and follow.target_speed_mps == pytest.approx(9.0)
+    assert follow.follow and not command(ACTIONS.index("keep_lane"), s).follow
     alone = scene(leads=(None, None, None))
-    assert command(ACTIONS.index("follow"), alone).target_speed_mps == CRUISE
+    # nobody to follow: cruise, and the in-path rule (not the follow cap) stays in charge
+    assert command(ACTIONS.index("follow"), alone) == command(ACTIONS.index("keep_lane"), alone)
     assert RulePolicy().act(observation(s)) == ACTIONS.index("keep_lane")
+    assert RulePolicy("follow").act(observation(s)) == ACTIONS.index("follow")
 
 
 def test_in_path_cap_is_the_planners_rule() -> None:
@@ -82,6 +94,31 @@ def test_in_path_cap_is_the_planners_rule() -> None:
     assert in_path_cap(2.0) == 0.0  # within the stop gap
     assert in_path_cap(15.0) < 5.0 < in_path_cap(60.0)  # a creep near, faster far
     assert in_path_cap(10.0) <= in_path_cap(20.0) <= in_path_cap(40.0)
+
+
+def test_passing_cap_limits_the_speed_past_a_slow_car_beside() -> None:
+    slow_left = LeadCar(10.0, 1.0)  # nearly stopped, 10 m ahead in the next lane
+    assert passing_cap(scene(leads=(slow_left, LEAD, None))) == pytest.approx(5.0)
+    assert passing_cap(scene(leads=(None, LEAD, LeadCar(14.0, 6.0)))) == pytest.approx(10.0)
+    # the nearer-than rule only: far, or only in our own lane, leaves the speed alone
+    assert passing_cap(scene(leads=(LeadCar(40.0, 0.0), LeadCar(5.0, 0.0), None))) == np.inf
+
+
+def test_follow_cap_keeps_a_stopping_distance_to_a_braking_lead() -> None:
+    config = PlannerConfig()
+    # a stopped car ahead: exactly the distance to stop short of it, never less than the
+    # in-path rule allows
+    assert follow_cap(LeadCar(15.0, 0.0)) == pytest.approx(
+        stopping_speed(15.0 - config.stop_gap_m, config))
+    assert follow_cap(LeadCar(15.0, 0.0)) >= in_path_cap(15.0)
+    assert follow_cap(LeadCar(2.0, 0.0)) == 0.0  # within the stop gap
+    # a moving car: faster than the creep, and still able to stop if it brakes at 8 m/s^2
+    v = follow_cap(LeadCar(15.0, 8.0))
+    assert in_path_cap(15.0) < v < 8.0
+    ego_stops_in = v * config.reaction_s + v ** 2 / (2 * config.comfort_decel_mps2)
+    lead_stops_in = 8.0 ** 2 / (2 * 8.0)
+    assert ego_stops_in == pytest.approx(15.0 - config.stop_gap_m + lead_stops_in)
+    assert follow_cap(LeadCar(10.0, 8.0)) < v < follow_cap(LeadCar(15.0, 12.0))
 
 
 class StraightLane:
