@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="go on from this checkpoint (a file this command wrote)")
     train.add_argument("--checkpoint-every", type=int, default=2000)
     train.add_argument("--scenarios", type=int, default=50)
-    evaluate = actions.add_parser("evaluate", help="the DQN and the rules on the same seeds")
+    evaluate = actions.add_parser(
+        "evaluate", help="the DQN and the rules (keep lane; always follow) on the same seeds")
     evaluate.add_argument("--policy", type=Path, default=Path("models/behaviour/dqn.pt"))
     evaluate.add_argument("--episodes", type=int, default=20)
     evaluate.add_argument("--seeds", type=int, default=100000, metavar="FIRST",

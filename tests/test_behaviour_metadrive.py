@@ -1,5 +1,6 @@
 """The behaviour layer in MetaDrive's environment (with the [behaviour] extra): one short
-evaluation of the committed DQN and the rules on a held-out seed (seeing ground truth, and
+evaluation of the committed DQN and the rules (keeping the lane, and always following) on a
+held-out seed (seeing ground truth, and
 seeing our perception), the DQN in the camera loop, and the refusals that need MetaDrive.
 Runs MetaDrive's Python like tests/test_metadrive.py."""
 
@@ -29,21 +30,22 @@ def perception(*arguments: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_evaluate_scores_the_dqn_and_the_rules_on_the_same_seed(tmp_path) -> None:
+def test_evaluate_scores_the_dqn_and_both_rules_on_the_same_seed(tmp_path) -> None:
     out = tmp_path / "eval.json"
     done = perception("behaviour", "evaluate", "--policy", str(POLICY), "--episodes", "1",
                       "--seeds", "100000", "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    for name in ("dqn", "rules"):
+    for name in ("dqn", "rules", "rules_follow"):
         scores = report[name]
         assert [e["seed"] for e in scores["episodes"]] == [100000]
         for key in ("collision_rate", "out_of_road_rate", "route_completion"):
             assert 0.0 <= scores[key] <= 1.0
         assert scores["mean_speed_mps"] > 0.5 and scores["route_completion"] > 0.05
         assert scores["lane_changes_per_km"] >= 0 and scores["hard_brakes_per_km"] >= 0
-    assert report["rules"]["lane_changes_per_km"] == 0  # the rules keep their lane
-    assert report["rules"]["vetoed_changes_per_km"] == 0  # so nothing is vetoed
+    for name in ("rules", "rules_follow"):
+        assert report[name]["lane_changes_per_km"] == 0  # the rules keep their lane
+        assert report[name]["vetoed_changes_per_km"] == 0  # so nothing is vetoed
 
 
 @pytest.mark.slow
