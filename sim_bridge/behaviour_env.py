@@ -10,11 +10,13 @@ a road user ahead in the ego or target lane and creep within `creep_within_m`, w
 perception/driving/planning.py's own numbers), whatever the policy chose; only `follow`, which
 knows the lead car's speed, trades the creep for a stopping distance to that car braking hard
 (`follow_cap`). The rule policy is the same executor with "keep lane" always: our planner's
-behaviour on this road ("follow" always is the second baseline). Two ground-truth
-rules of the executor hold for both policies: a car drifting into our lane near ahead is a lead
-car whatever lane it is in (MetaDrive's traffic cuts in), and the fail-safe vetoes a lane change
-into a lane with a car alongside or closing from behind (`lane_change_clear`: a stand-in for the
-side and rear view a car has and our front camera has not); a vetoed change keeps the lane.
+behaviour on this road ("follow" always is the second baseline). Three ground-truth
+rules of the executor hold for both policies: we pass a car near ahead in the next lane at most
+PASS_MARGIN_MPS faster than it (`passing_cap`), a car drifting into our lane near ahead is a
+lead car whatever lane it is in (MetaDrive's traffic cuts in), and the fail-safe vetoes a lane
+change into a lane with a car alongside or closing from behind (`lane_change_clear`: a stand-in
+for the side and rear view a car has and our front camera has not); a vetoed change keeps the
+lane.
 
 At run time in the camera loop (`perception sim --behaviour dqn`) the same action becomes a
 `Tactic` for our Planner: the target lane's centre as its preferred lateral offset and the

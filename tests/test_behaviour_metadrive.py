@@ -1,8 +1,7 @@
 """The behaviour layer in MetaDrive's environment (with the [behaviour] extra): one short
 evaluation of the committed DQN and the rules (keeping the lane, and always following) on a
-held-out seed (seeing ground truth, and
-seeing our perception), the DQN in the camera loop, and the refusals that need MetaDrive.
-Runs MetaDrive's Python like tests/test_metadrive.py."""
+held-out seed (seeing ground truth, and seeing our perception), the DQN in the camera loop, and
+the refusals that need MetaDrive. Runs MetaDrive's Python like tests/test_metadrive.py."""
 
 from __future__ import annotations
 
