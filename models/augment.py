@@ -35,7 +35,7 @@ class Augment:
     night: float = 0.25  # probability of the low-light chain (`night`)
     rain: float = 0.1  # probability of rain streaks and a veil (`rain`)
     motion_blur: float = 0.1  # probability of a horizontal or vertical motion blur
-    hood: float = 0.3  # probability of a synthetic hood over the bottom of the frame
+    hood: float = 0.4  # probability of a synthetic hood over the bottom of the frame
 
 
 def crop_and_resize(sample: Sample, crop: tuple[float, float, float, float],
@@ -149,10 +149,28 @@ HOOD_COLOURS = np.array([[20, 20, 20], [60, 60, 60], [150, 150, 150], [225, 225,
                          [40, 40, 160], [120, 60, 20], [30, 70, 40]], np.float32)  # BGR paints
 
 
+def dashboard_band(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A dashboard seen from behind the windscreen, (height, width, 3) float BGR: near black
+    plastic, rows of vents (darker and lighter lines), grain, and a faint blurred glare."""
+    level = rng.uniform(8, 50)
+    rows = np.full(height, level, np.float32)
+    for _ in range(rng.integers(0, 5)):  # vents and trim lines
+        row = rng.integers(0, height)
+        rows[row:row + rng.integers(1, 4)] *= rng.uniform(0.4, 1.8)
+    band = np.repeat(rows[:, None], width, axis=1)
+    band += cv2.GaussianBlur(rng.normal(0, rng.uniform(5, 25), (height, width)).astype(np.float32),
+                             (0, 0), rng.uniform(1, 8))  # glare through the windscreen
+    band += rng.normal(0, 2.0, (height, width)).astype(np.float32)  # grain
+    tint = rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    return np.clip(band[..., None] * tint, 0, 255)
+
+
 def hood(sample: Sample, rng: np.random.Generator) -> Sample:
     """Our own car's bonnet over the bottom 6-25 % of the frame: a convex top edge, paint of a
-    random colour reflecting the scene above it (mirrored, blurred), a soft highlight. The
-    drivable area and lane lines under it are cleared, and boxes mostly under it dropped."""
+    random colour reflecting the scene above it (mirrored, blurred), a soft highlight; in half
+    the draws the dashboard covers its lower part (comma10k's and BDD100K's cameras sit behind
+    the windscreen). The drivable area and lane lines under it are cleared, and boxes mostly
+    under it dropped."""
     image = sample.image
     height, width = image.shape[:2]
     rise = rng.uniform(0.06, 0.25) * height  # the hood's height at its highest point
@@ -169,6 +187,12 @@ def hood(sample: Sample, rng: np.random.Generator) -> Sample:
     gloss = rng.uniform(0.1, 0.45)
     shade = np.linspace(1.0, rng.uniform(0.4, 0.9), height, dtype=np.float32)[:, None, None]
     hood_pixels = ((1 - gloss) * paint + gloss * body) * shade
+    if rng.random() < 0.5:  # a camera behind the windscreen also sees the dashboard
+        dash_top = height - rng.uniform(0.3, 0.9) * (rise - droop)  # inside the hood region
+        dashboard = dashboard_band(width, height, rng)
+        below = np.arange(height, dtype=np.float32)[:, None] >= dash_top + rng.uniform(
+            -0.01, 0.01) * height * (xs - centre)[None, :] / width  # a slight tilt
+        hood_pixels = np.where((below & under)[..., None], dashboard, hood_pixels)
     out = image.astype(np.float32)
     out[under] = hood_pixels[under]
     drivable = None if sample.drivable is None else np.where(under, 0, sample.drivable)

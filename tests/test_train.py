@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.augment import Augment, augment, crop_and_resize, hood
+from models.augment import Augment, augment, crop_and_resize, dashboard_band, hood
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import (
     CLASS_ID,
@@ -138,6 +138,13 @@ def test_synthetic_hood_clears_the_road_under_it() -> None:
         assert out.drivable[40:][~covered[40:]].all()  # the road above the hood stays
         assert out.boxes.tolist()[0] == [10, 10, 40, 30] and len(out.boxes) in (1, 2)
         assert len(out.boxes) == 1 or covered[75:, 60:100].mean() <= 0.5
+
+
+def test_dashboard_is_dark_plastic() -> None:
+    for seed in range(20):
+        band = dashboard_band(160, 90, np.random.default_rng(seed))
+        assert band.shape == (90, 160, 3) and band.min() >= 0 and band.max() <= 255
+        assert np.median(band) < 90  # near black, whatever the vents and glare add
 
 
 def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) -> None:
