@@ -18,6 +18,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import (
     CLASS_ID,
     DataError,
+    Record,
     Sample,
     labeled_assets,
     load,
@@ -28,7 +29,7 @@ from models.data import (
     read_sim_recording,
 )
 from models.distill import distill, plan
-from models.train import add_arguments
+from models.train import StepBatches, add_arguments, source_balanced
 from perception.cli import main as cli_main
 
 NO_HOOD = Augment(hood=0.0)  # geometry alone: the hood clears masks, not boxes
@@ -147,7 +148,8 @@ def test_dashboard_is_dark_plastic() -> None:
         assert np.median(band) < 90  # near black, whatever the vents and glare add
 
 
-def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) -> None:
+def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_cli("--data", str(distilled), "--out", str(straight), "--steps", "4",
                      "--eval-every", "4", *TINY) == 0
@@ -157,12 +159,36 @@ def test_train_a_few_steps_resume_and_evaluate(distilled: Path, tmp_path: Path) 
     tiny_other_batch = [*TINY[:5], "3", *TINY[6:]]
     assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "6", "--resume",
                      *tiny_other_batch) == 2  # other batches than the run drew: refused
+    assert train_cli("--data", str(distilled), "--out", str(split), "--steps", "6", "--resume",
+                     "--source-balance", "0.5", *TINY) == 2  # so are other frames
+    assert "--source-balance 0.0 (now 0.5)" in capsys.readouterr().err
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert a["step"] == b["step"] == 4
     for key in a["model"]:
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
     assert set(a["metrics"]) == {"val/drivable_iou", "val/lane_iou", "val/box_map50"}
     assert any((straight / "tb").iterdir())
+
+
+def test_source_balance_shares_draws_by_dataset_size(tmp_path: Path) -> None:
+    records = ([Record(tmp_path / f"c{i}.jpg", "camvid/0016E5") for i in range(300)]
+               + [Record(tmp_path / f"b{i}.jpg", f"bdd/{i}") for i in range(12)]
+               + [Record(tmp_path / f"k{i}.jpg", f"kitti/{i}") for i in range(3)])
+    assert source_balanced(records, 0.0) is None  # uniform over frames, as before
+
+    def shares(balance: float) -> list[float]:
+        probabilities = source_balanced(records, balance)
+        return [probabilities[:300].sum(), probabilities[300:312].sum(), probabilities[312:].sum()]
+
+    assert np.allclose(shares(1.0), 1 / 3)
+    assert np.allclose(shares(0.5), np.sqrt([300, 12, 3]) / np.sqrt([300, 12, 3]).sum())
+    draws = [index for batch in StepBatches(len(records), 64, 0, 0, 50,
+                                            source_balanced(records, 1.0)) for index, _ in batch]
+    assert 0.28 < np.mean(np.array(draws) >= 312) < 0.39  # kitti's 3 frames: a third of draws
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage and one line, exit 2
+        train_cli("--source-balance", "1.5", "--out", str(tmp_path / "run"))
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "run").exists()
 
 
 def test_mixed_supervised_labels_train(distilled: Path, drives: Path, tmp_path: Path) -> None:
