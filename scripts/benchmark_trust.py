@@ -166,12 +166,27 @@ def hood_left(result: FrameResult, camera: CameraModel) -> tuple[int, int]:
     return pixels, boxes
 
 
+MISMATCHES = {"camera_mismatch": 0, "horizon_mismatch": 0, "box_above_horizon": 0,
+              "distances_disagree": 0}
+
+
+def count_mismatches(row: dict, reasons: list[str]) -> None:
+    """Count a plan doubting its camera, and why: the horizon check (the camera file's pitch),
+    a box whose bottom edge lies above the horizon (a false box, or a road that climbs), or a
+    road user whose size and ground distances disagree."""
+    doubts = [r for r in reasons if r.startswith("camera_mismatch")]
+    row["camera_mismatch"] += bool(doubts)
+    row["horizon_mismatch"] += any("the horizon says" in r for r in doubts)
+    row["box_above_horizon"] += any("above the horizon by the ground" in r for r in doubts)
+    row["distances_disagree"] += any(" m by the ground" in r for r in doubts)
+
+
 def planning_figures(perceiver: Perceiver) -> dict[str, dict]:
     figures = {}
     for name, images, camera in still_sets():
         row = figures.setdefault(name, {"frames": 0, "ok": 0, "unsafe": 0, "inside": 0,
                                         "seen": 0, "hood_pixels": 0, "hood_boxes": 0,
-                                        "camera_mismatch": 0})
+                                        **MISMATCHES})
         for image in images:
             cam = camera or read_kitti_calib(
                 DRIVES / "kitti_object" / "calib" / f"{image.stem}.txt")
@@ -188,12 +203,12 @@ def planning_figures(perceiver: Perceiver) -> dict[str, dict]:
             row["seen"] += seen
             row["hood_pixels"] += pixels
             row["hood_boxes"] += boxes
-            row["camera_mismatch"] += any(r.startswith("camera_mismatch") for r in plan.reasons)
+            count_mismatches(row, plan.reasons)
     video = DRIVES / "udacity_lanelines_p1" / "solidWhiteRight.mp4"
     camera = load_camera(CAMERAS / "udacity_960x540.yaml")
     planner = Planner.for_models(camera, perceiver.specs)
     offsets, row = [], {"frames": 0, "ok": 0, "unsafe": 0, "inside": 0, "seen": 0,
-                        "camera_mismatch": 0}
+                        **MISMATCHES}
     for _, result in perceiver.stream(open_source(str(video))):
         plan = planner.step(result, now=result.timestamp)
         inside, seen = on_drivable(result, camera, plan.waypoints)
@@ -202,7 +217,7 @@ def planning_figures(perceiver: Perceiver) -> dict[str, dict]:
         row["unsafe"] += unsafe(result)
         row["inside"] += inside
         row["seen"] += seen
-        row["camera_mismatch"] += any(r.startswith("camera_mismatch") for r in plan.reasons)
+        count_mismatches(row, plan.reasons)
         offsets.append(offset_at(plan.waypoints, 10.0))
     row["offset_change_median_m"] = float(np.nanmedian(np.abs(np.diff(offsets))))
     figures["udacity video"] = row
@@ -231,13 +246,15 @@ def main() -> None:
         print(f"| {name} | {row['matched']} (missed {row['missed']}) | "
               f"{row['median_rel_error']:.3f} | {row['within_30_reported_beyond_60']} |")
     print("\n| frames | n | ok | ok > 3 m/s, in-path user <= 20 m | on drivable | "
-          "camera_mismatch | hood: drivable px / boxes |")
+          "camera_mismatch (horizon / box above it / distances disagree) | "
+          "hood: drivable px / boxes |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, row in planning.items():
         hood = (f"{row['hood_pixels']} / {row['hood_boxes']}" if "hood_pixels" in row
                 else "-")
         print(f"| {name} | {row['frames']} | {row['ok']} | {row['unsafe']} | "
-              f"{row['on_drivable']:.1%} | {row['camera_mismatch']} | {hood} |")
+              f"{row['on_drivable']:.1%} | {row['camera_mismatch']} ({row['horizon_mismatch']} / "
+              f"{row['box_above_horizon']} / {row['distances_disagree']}) | {hood} |")
     print(f"\nvideo: frame-to-frame change of the lateral offset at 10 m, median "
           f"{planning['udacity video']['offset_change_median_m']:.3f} m")
     if args.json:
